@@ -1,0 +1,1 @@
+"""Reading and writing Caffe's files: prototxt nets and solvers, caffemodels."""

@@ -1,0 +1,155 @@
+"""Convolution (2-d spatial), as one GEMM per group over the whole batch."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.im2col import col2im_batch, conv_out_size, im2col_batch, make_geom
+from ..layer import Layer
+from ..registry import register_layer
+
+
+def spatial_param(p, name: str, default: int, desc: str, layer: Layer) -> tuple[int, int]:
+    """Read Caffe's ``<name>`` (repeated, 1 or 2 values) or ``<name>_h``/``<name>_w`` pair."""
+    values = list(getattr(p, name if name != "kernel" else "kernel_size", []))
+    has_h = p.HasField(f"{name}_h")
+    has_w = p.HasField(f"{name}_w")
+    if has_h or has_w:
+        if values:
+            raise layer.config_error(f"give either {desc} or {name}_h/{name}_w, not both")
+        if not (has_h and has_w):
+            raise layer.config_error(f"{name}_h and {name}_w must be given together")
+        return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
+    if not values:
+        return default, default
+    if len(values) == 1:
+        return int(values[0]), int(values[0])
+    if len(values) == 2:
+        return int(values[0]), int(values[1])
+    raise layer.config_error(f"{desc} has {len(values)} values; 2-d convolution takes 1 or 2")
+
+
+@register_layer("Convolution", v1="CONVOLUTION")
+class ConvolutionLayer(Layer):
+    """2-d convolution with zero padding, stride, dilation and groups.
+
+    Bottom: x (N, C, H, W).  Top: y (N, Cout, OH, OW),
+    OH = floor((H + 2 pad - dilation (k - 1) - 1) / stride) + 1.
+    Blobs: W (Cout, C / group, kh, kw); b (Cout,) if ``bias_term``.
+    Forward: col = im2col(x) (K, N*OH*OW), K = C/group*kh*kw; y_g = W_g col_g + b.
+    Backward: dW_g += dy_g col_g^T;  db += sum dy;  dx = col2im(W_g^T dy_g).
+    LeCun et al. 1998; Caffe's im2col formulation (Chellapilla et al. 2006).
+    Several bottoms may be given (each with its own top); they share the weights.
+    """
+
+    min_num_bottom = 1
+    min_num_top = 1
+    equal_num_bottom_top = True
+
+    def setup(self, bottom, top) -> None:
+        p = self.layer_param.convolution_param
+        if not p.HasField("num_output") or p.num_output < 1:
+            raise self.config_error("convolution_param.num_output must be given and > 0")
+        if p.axis != 1:
+            raise self.config_error(f"axis {p.axis} is not supported; the channel axis must be 1")
+        if bottom[0].num_axes != 4:
+            raise self.shape_error(
+                f"bottom '{bottom[0].name}' has shape {bottom[0].shape}; 2-d convolution needs (N, C, H, W)"
+            )
+        self.kh, self.kw = spatial_param(p, "kernel", 0, "kernel_size", self)
+        if self.kh < 1 or self.kw < 1:
+            raise self.config_error("kernel_size (or kernel_h and kernel_w) must be given and > 0")
+        self.sh, self.sw = spatial_param(p, "stride", 1, "stride", self)
+        self.ph, self.pw = spatial_param(p, "pad", 0, "pad", self)
+        dil = list(p.dilation)
+        if len(dil) > 2:
+            raise self.config_error(f"dilation has {len(dil)} values; 2-d convolution takes 1 or 2")
+        self.dh, self.dw = (dil * 2)[:2] if dil else (1, 1)
+        if min(self.sh, self.sw, self.dh, self.dw) < 1 or min(self.ph, self.pw) < 0:
+            raise self.config_error("stride and dilation must be >= 1 and pad >= 0")
+        self.group = int(p.group)
+        C = bottom[0].shape[1]
+        self.num_output = int(p.num_output)
+        if self.group < 1 or C % self.group or self.num_output % self.group:
+            raise self.config_error(
+                f"group {self.group} must divide both the input channels ({C}) and num_output ({self.num_output})"
+            )
+        self.channels = C
+        self.bias_term = p.bias_term
+        shapes = [(self.num_output, C // self.group, self.kh, self.kw)]
+        fillers = [p.weight_filler]
+        if self.bias_term:
+            shapes.append((self.num_output,))
+            fillers.append(p.bias_filler)
+        self.init_param_blobs(shapes, fillers)
+        self._key = None
+
+    def reshape(self, bottom, top) -> None:
+        for i, b in enumerate(bottom):
+            if b.num_axes != 4 or b.shape[1] != self.channels:
+                raise self.shape_error(
+                    f"bottom {i} '{b.name}' has shape {b.shape} but the layer was set up for "
+                    f"(N, {self.channels}, H, W)"
+                )
+            if b.shape != bottom[0].shape:
+                raise self.shape_error(f"all bottoms must have the same shape; got {bottom[0].shape} and {b.shape}")
+        N, C, H, W = bottom[0].shape
+        OH = conv_out_size(H, self.kh, self.ph, self.sh, self.dh)
+        OW = conv_out_size(W, self.kw, self.pw, self.sw, self.dw)
+        if OH < 1 or OW < 1:
+            raise self.shape_error(
+                f"input '{bottom[0].name}' {bottom[0].shape} is too small for kernel {self.kh}x{self.kw} "
+                f"(pad {self.ph}x{self.pw}, dilation {self.dh}x{self.dw}): output would be {OH}x{OW}"
+            )
+        for t in top:
+            t.reshape(N, self.num_output, OH, OW)
+        key = (N, C, H, W)
+        if key != self._key:
+            self._key = key
+            self.geom = make_geom(C, H, W, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw)
+            K = C * self.kh * self.kw
+            P = OH * OW
+            self.col = np.empty((K, N * P), np.float32)
+            self.col_diff = np.empty((K, N * P), np.float32)
+            self.out = np.empty((self.num_output, N * P), np.float32)
+            self.out_diff = np.empty((self.num_output, N * P), np.float32)
+            self.P = P
+
+    def _weights2d(self, arr: np.ndarray) -> np.ndarray:
+        return arr.reshape(self.num_output, -1)
+
+    def forward(self, bottom, top) -> None:
+        N = bottom[0].shape[0]
+        G = self.group
+        Kg = self.col.shape[0] // G
+        Og = self.num_output // G
+        W2 = self._weights2d(self.blobs[0].data)
+        for b, t in zip(bottom, top):
+            im2col_batch(b.data, self.geom, self.col)
+            for g in range(G):
+                np.matmul(W2[g * Og:(g + 1) * Og], self.col[g * Kg:(g + 1) * Kg], out=self.out[g * Og:(g + 1) * Og])
+            y = t.data.reshape(N, self.num_output, self.P)
+            np.copyto(y, self.out.reshape(self.num_output, N, self.P).transpose(1, 0, 2))
+            if self.bias_term:
+                y += self.blobs[1].data[None, :, None]
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        N = bottom[0].shape[0]
+        G = self.group
+        Kg = self.col.shape[0] // G
+        Og = self.num_output // G
+        W2 = self._weights2d(self.blobs[0].data)
+        dW2 = self._weights2d(self.blobs[0].diff)
+        for i, (t, b) in enumerate(zip(top, bottom)):
+            dy = t.diff.reshape(N, self.num_output, self.P)
+            np.copyto(self.out_diff.reshape(self.num_output, N, self.P), dy.transpose(1, 0, 2))
+            if self.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += self.out_diff.sum(axis=1)
+            if self.param_propagate_down[0]:
+                im2col_batch(b.data, self.geom, self.col)  # the forward's col may belong to another bottom
+                for g in range(G):
+                    dW2[g * Og:(g + 1) * Og] += self.out_diff[g * Og:(g + 1) * Og] @ self.col[g * Kg:(g + 1) * Kg].T
+            if propagate_down[i]:
+                for g in range(G):
+                    np.matmul(W2[g * Og:(g + 1) * Og].T, self.out_diff[g * Og:(g + 1) * Og],
+                              out=self.col_diff[g * Kg:(g + 1) * Kg])
+                col2im_batch(self.col_diff, self.geom, b.diff)

@@ -1,0 +1,112 @@
+"""Pooling: MAX and AVE over 2-d windows, Caffe's output-size rounding."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.pooling import (
+    ave_pool_backward,
+    ave_pool_forward,
+    make_pool_geom,
+    max_pool_backward,
+    max_pool_forward,
+    pool_out_size,
+)
+from ..layer import Layer
+from ..registry import register_layer
+
+MAX, AVE, STOCHASTIC = 0, 1, 2
+
+
+@register_layer("Pooling", v1="POOLING")
+class PoolingLayer(Layer):
+    """Spatial pooling.
+
+    Bottom: x (N, C, H, W).  Top: y (N, C, OH, OW), OH = ceil((H + 2 pad - k) / stride) + 1,
+    less 1 when the last window would start inside the padding; optional second top: the MAX
+    argmax (flat h*W + w, as float).  No blobs.
+    MAX: y = max over the window (clipped to the image); backward routes dy to the argmax.
+    AVE: y = sum over the clipped window / window size counting padding; backward spreads
+    dy / size over the window.  ``global_pooling`` pools each whole plane.
+    """
+
+    exact_num_bottom = 1
+    min_num_top = 1
+    max_num_top = 2
+
+    def setup(self, bottom, top) -> None:
+        p = self.layer_param.pooling_param
+        self.pool = p.pool
+        if self.pool == STOCHASTIC:
+            raise self.config_error("STOCHASTIC pooling is not implemented yet; use MAX or AVE")
+        if len(top) == 2 and self.pool != MAX:
+            raise self.config_error("a second top (the argmax mask) needs pool: MAX")
+        if bottom[0].num_axes != 4:
+            raise self.shape_error(f"bottom '{bottom[0].name}' has shape {bottom[0].shape}; pooling needs (N, C, H, W)")
+        self.global_pooling = p.global_pooling
+        has_kernel = p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w")
+        if self.global_pooling:
+            if has_kernel:
+                raise self.config_error("with global_pooling the kernel size cannot be given")
+        elif not has_kernel:
+            raise self.config_error("kernel_size (or kernel_h and kernel_w) is required unless global_pooling")
+        self.ph, self.pw = _pair(p, "pad", 0, self)
+        self.sh, self.sw = _pair(p, "stride", 1, self)
+        if self.global_pooling:
+            if (self.ph, self.pw) != (0, 0) or (self.sh, self.sw) != (1, 1):
+                raise self.config_error("with global_pooling, pad must be 0 and stride 1")
+        else:
+            self.kh, self.kw = _pair(p, "kernel", 0, self)
+            if self.ph >= self.kh or self.pw >= self.kw:
+                raise self.config_error(f"pad {self.ph}x{self.pw} must be smaller than kernel {self.kh}x{self.kw}")
+        self._key = None
+
+    def reshape(self, bottom, top) -> None:
+        x = bottom[0]
+        if x.num_axes != 4:
+            raise self.shape_error(f"bottom '{x.name}' has shape {x.shape}; pooling needs (N, C, H, W)")
+        N, C, H, W = x.shape
+        if self.global_pooling:
+            self.kh, self.kw = H, W
+        any_pad = self.ph > 0 or self.pw > 0
+        OH = pool_out_size(H, self.kh, self.ph, self.sh, any_pad)
+        OW = pool_out_size(W, self.kw, self.pw, self.sw, any_pad)
+        if OH < 1 or OW < 1:
+            raise self.shape_error(f"input '{x.name}' {x.shape} is too small for kernel {self.kh}x{self.kw}")
+        for t in top:
+            t.reshape(N, C, OH, OW)
+        key = x.shape
+        if key != self._key:
+            self._key = key
+            self.geom = make_pool_geom(H, W, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
+            self.mask = np.empty((N, C, OH, OW), np.int32)
+
+    def forward(self, bottom, top) -> None:
+        if self.pool == MAX:
+            max_pool_forward(bottom[0].data, self.geom, top[0].data, self.mask)
+            if len(top) == 2:
+                top[1].data[...] = self.mask
+        else:
+            ave_pool_forward(bottom[0].data, self.geom, top[0].data)
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        if not propagate_down[0]:
+            return
+        if self.pool == MAX:
+            max_pool_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
+        else:
+            ave_pool_backward(top[0].diff, self.geom, bottom[0].diff)
+
+
+def _pair(p, name: str, default: int, layer: Layer) -> tuple[int, int]:
+    """PoolingParameter's kernel_size/stride/pad are single (not repeated) fields."""
+    field = "kernel_size" if name == "kernel" else name
+    has_h = p.HasField(f"{name}_h")
+    if has_h or p.HasField(f"{name}_w"):
+        if p.HasField(field):
+            raise layer.config_error(f"give either {field} or {name}_h/{name}_w, not both")
+        return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
+    if p.HasField(field):
+        v = int(getattr(p, field))
+        return v, v
+    return default, default
+

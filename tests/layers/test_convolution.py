@@ -1,0 +1,99 @@
+"""Convolution: shapes, forward against a float64 reference, gradients, errors."""
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from pycaffe_lite.blob import Blob
+from pycaffe_lite.errors import NetConfigError, ShapeError
+from pycaffe_lite.layers.convolution import ConvolutionLayer
+from pycaffe_lite.proto import caffe_pb2
+from pycaffe_lite.testing import check_gradient
+
+GRADIENT_CHECKED = {"Convolution"}
+
+
+def make(text: str) -> ConvolutionLayer:
+    lp = text_format.Parse('name: "conv" type: "Convolution" ' + text, caffe_pb2.LayerParameter())
+    return ConvolutionLayer(lp)
+
+
+def blob(shape, seed=0):
+    b = Blob(shape, name="x")
+    b.data[...] = np.random.default_rng(seed).normal(size=shape)
+    return b
+
+
+def reference(x, w, b, stride, pad, dil, group):
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    sh, sw = stride
+    ph, pw = pad
+    dh, dw = dil
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    OW = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((N, O, OH, OW))
+    Og = O // group
+    for o in range(O):
+        g = o // Og
+        for i in range(OH):
+            for j in range(OW):
+                patch = xp[:, g * Cg:(g + 1) * Cg, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw]
+                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3)) + (b[o] if b is not None else 0)
+    return y
+
+
+@pytest.mark.parametrize(
+    "text,shape,stride,pad,dil,group",
+    [
+        ("convolution_param { num_output: 4 kernel_size: 3 }", (2, 3, 6, 5), (1, 1), (0, 0), (1, 1), 1),
+        ("convolution_param { num_output: 4 kernel_h: 3 kernel_w: 2 stride: 2 pad: 1 }", (2, 2, 7, 5), (2, 2), (1, 1), (1, 1), 1),
+        ("convolution_param { num_output: 4 kernel_size: 3 dilation: 2 pad_h: 2 pad_w: 1 stride_h: 1 stride_w: 2 group: 2 }",
+         (1, 4, 7, 6), (1, 2), (2, 1), (2, 2), 2),
+        ("convolution_param { num_output: 1 kernel_size: 1 bias_term: false }", (1, 1, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ],
+)
+def test_forward_matches_reference(text, shape, stride, pad, dil, group):
+    layer = make(text.replace("}", " weight_filler { type: 'gaussian' } bias_filler { type: 'gaussian' } }"))
+    x, top = blob(shape), Blob()
+    layer.set_up([x], [top])
+    layer.run_forward([x], [top])
+    b = layer.blobs[1].data if len(layer.blobs) > 1 else None
+    ref = reference(x.data, layer.blobs[0].data.astype(np.float64), b, stride, pad, dil, group)
+    assert top.shape == ref.shape
+    np.testing.assert_allclose(top.data, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "text,shape",
+    [
+        ("convolution_param { num_output: 3 kernel_size: 3 stride: 2 pad: 1 }", (2, 2, 5, 5)),
+        ("convolution_param { num_output: 4 kernel_size: 2 dilation: 2 group: 2 }", (2, 4, 5, 4)),
+    ],
+)
+def test_gradient(text, shape):
+    layer = make(text.replace("}", " weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'gaussian' } }"))
+    x, top = blob(shape, 3), Blob()
+    assert check_gradient(layer, [x], [top]) > 0
+
+
+def test_two_bottoms_share_weights_and_accumulate():
+    layer = make("convolution_param { num_output: 2 kernel_size: 2 weight_filler { type: 'gaussian' } }")
+    x1, x2, t1, t2 = blob((1, 1, 3, 3), 1), blob((1, 1, 3, 3), 2), Blob(), Blob()
+    assert check_gradient(layer, [x1, x2], [t1, t2]) > 0
+
+
+def test_channel_mismatch_names_layer_and_shapes():
+    layer = make("convolution_param { num_output: 2 kernel_size: 2 }")
+    x, top = blob((1, 3, 4, 4)), Blob()
+    layer.set_up([x], [top])
+    x.reshape(1, 2, 4, 4)
+    with pytest.raises(ShapeError, match=r"layer 'conv' \(Convolution\).*\(1, 2, 4, 4\).*\(N, 3, H, W\)"):
+        layer.run_forward([x], [top])
+
+
+def test_kernel_too_big_and_bad_group():
+    with pytest.raises(ShapeError, match="too small"):
+        make("convolution_param { num_output: 2 kernel_size: 5 }").set_up([blob((1, 1, 3, 3))], [Blob()])
+    with pytest.raises(NetConfigError, match="group 2 must divide"):
+        make("convolution_param { num_output: 3 kernel_size: 1 group: 2 }").set_up([blob((1, 2, 3, 3))], [Blob()])

@@ -1,0 +1,88 @@
+"""Pooling: Caffe's rounding, forward against a float64 reference, gradients, errors."""
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from pycaffe_lite.blob import Blob
+from pycaffe_lite.errors import NetConfigError
+from pycaffe_lite.layers.pooling import PoolingLayer
+from pycaffe_lite.proto import caffe_pb2
+from pycaffe_lite.testing import check_gradient
+
+GRADIENT_CHECKED = {"Pooling"}
+
+
+def make(text: str) -> PoolingLayer:
+    lp = text_format.Parse('name: "pool" type: "Pooling" pooling_param { ' + text + " }", caffe_pb2.LayerParameter())
+    return PoolingLayer(lp)
+
+
+def blob(shape, seed=0):
+    b = Blob(shape, name="x")
+    # distinct values so the max is unique and the gradient check never sits on a tie
+    b.data[...] = np.random.default_rng(seed).permutation(int(np.prod(shape))).reshape(shape) * 0.1
+    return b
+
+
+def reference(x, k, s, p, mode):
+    N, C, H, W = x.shape
+    OH = -((k - H - 2 * p) // s) + 1
+    OW = -((k - W - 2 * p) // s) + 1
+    if p and (OH - 1) * s >= H + p:
+        OH -= 1
+    if p and (OW - 1) * s >= W + p:
+        OW -= 1
+    y = np.zeros((N, C, OH, OW))
+    for i in range(OH):
+        for j in range(OW):
+            h0, w0 = i * s - p, j * s - p
+            h1, w1 = min(h0 + k, H + p), min(w0 + k, W + p)
+            size = (h1 - h0) * (w1 - w0)
+            win = x[:, :, max(h0, 0):min(h1, H), max(w0, 0):min(w1, W)]
+            y[:, :, i, j] = win.max(axis=(2, 3)) if mode == "MAX" else win.sum(axis=(2, 3)) / size
+    return y
+
+
+@pytest.mark.parametrize("mode", ["MAX", "AVE"])
+@pytest.mark.parametrize("shape,k,s,p", [((2, 3, 6, 6), 2, 2, 0), ((1, 2, 7, 5), 3, 2, 1), ((1, 1, 1, 1), 1, 1, 0),
+                                         ((2, 1, 5, 5), 3, 3, 1)])
+def test_forward_matches_reference(mode, shape, k, s, p):
+    layer = make(f"pool: {mode} kernel_size: {k} stride: {s} pad: {p}")
+    x, top = blob(shape), Blob()
+    layer.set_up([x], [top])
+    layer.run_forward([x], [top])
+    ref = reference(x.data.astype(np.float64), k, s, p, mode)
+    assert top.shape == ref.shape
+    np.testing.assert_allclose(top.data, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_caffe_rounding_keeps_partial_window():
+    # 28 -> conv 24 -> pool 12 in LeNet; 7 with k 2 s 2 gives ceil(5/2)+1 = 4 windows
+    layer = make("pool: MAX kernel_size: 2 stride: 2")
+    x, top = blob((1, 1, 7, 7)), Blob()
+    layer.set_up([x], [top])
+    assert top.shape == (1, 1, 4, 4)
+
+
+@pytest.mark.parametrize("mode", ["MAX", "AVE"])
+def test_gradient(mode):
+    layer = make(f"pool: {mode} kernel_size: 3 stride: 2 pad: 1")
+    x, top = blob((2, 2, 5, 4), 1), Blob()
+    assert check_gradient(layer, [x], [top]) > 0
+
+
+def test_global_pooling_and_mask_top():
+    layer = make("pool: MAX global_pooling: true")
+    x, top, mask = blob((2, 3, 4, 5)), Blob(), Blob()
+    layer.set_up([x], [top, mask])
+    layer.run_forward([x], [top, mask])
+    assert top.shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(top.data[:, :, 0, 0], x.data.max(axis=(2, 3)))
+    np.testing.assert_array_equal(mask.data[:, :, 0, 0], x.data.reshape(2, 3, -1).argmax(axis=2))
+
+
+def test_errors():
+    with pytest.raises(NetConfigError, match="kernel_size .* is required"):
+        make("pool: MAX").set_up([blob((1, 1, 4, 4))], [Blob()])
+    with pytest.raises(NetConfigError, match="pad 2x2 must be smaller"):
+        make("pool: MAX kernel_size: 2 pad: 2").set_up([blob((1, 1, 4, 4))], [Blob()])
