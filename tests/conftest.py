@@ -19,7 +19,7 @@ def shared_dir(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist_small(tmp_path_factory):
-    """LMDBs of the first 300 training and 200 test digits of the bundled MNIST subset."""
+    """LMDBs of the first 300 training and 300 test digits of the bundled MNIST subset."""
     from pycaffe_lite.data.mnist import prepare_mnist
 
     out = tmp_path_factory.mktemp("mnist")

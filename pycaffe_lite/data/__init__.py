@@ -6,16 +6,16 @@ from .mnist import convert_mnist, prepare_mnist, read_idx_images, read_idx_label
 from .transformer import DataTransformer
 
 __all__ = [
-    "datum_to_array",
-    "array_to_datum",
-    "LMDBSource",
-    "DatumCursor",
     "DataTransformer",
+    "DatumCursor",
+    "LMDBSource",
+    "array_to_datum",
     "compute_mean",
-    "save_mean",
-    "load_mean",
     "convert_mnist",
+    "datum_to_array",
+    "load_mean",
     "prepare_mnist",
     "read_idx_images",
     "read_idx_labels",
+    "save_mean",
 ]

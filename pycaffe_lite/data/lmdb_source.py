@@ -11,8 +11,10 @@ parses.  Larger ones are streamed through an LMDB cursor.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import ClassVar
 
 import numpy as np
 
@@ -38,6 +40,46 @@ def _lmdb():
     except ImportError:  # a declared dependency, but say what to do if it is missing
         raise DataError("reading LMDB needs the 'lmdb' package (pip install lmdb)") from None
     return lmdb
+
+
+class _SharedEnv:
+    """One open environment per set of files: LMDB forbids opening the same files twice in a
+    process, and a train and a test net may read the same database.  Reference counted."""
+
+    _open: ClassVar[dict[tuple, _SharedEnv]] = {}
+
+    def __init__(self, key: tuple, env) -> None:
+        self.key = key
+        self.env = env
+        self.refs = 0
+        self.stamp: tuple[int, int] = (0, 0)
+        #: decoded records, keyed by the decoding options
+        self.cache: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def acquire(cls, path: str, subdir: bool) -> _SharedEnv:
+        lmdb = _lmdb()
+        st = os.stat(os.path.join(path, "data.mdb") if subdir else path)
+        key = (st.st_dev, st.st_ino)  # what LMDB itself uses to spot a second open
+        shared = cls._open.get(key)
+        if shared is not None and shared.stamp != (st.st_mtime_ns, st.st_size):
+            shared.cache.clear()  # written to since we decoded it
+            shared.stamp = (st.st_mtime_ns, st.st_size)
+        if shared is None:
+            try:
+                env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=subdir)
+            except lmdb.Error as e:
+                raise DataError(f"cannot open LMDB {_describe_path(path)}: {e}") from e
+            shared = cls._open[key] = cls(key, env)
+            shared.stamp = (st.st_mtime_ns, st.st_size)
+        shared.refs += 1
+        return shared
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.refs <= 0:
+            self._open.pop(self.key, None)
+            self.env.close()
 
 
 class LMDBSource:
@@ -66,17 +108,13 @@ class LMDBSource:
         self.force_gray = bool(transform_param.force_gray) if transform_param is not None else False
         if not os.path.exists(self.path):
             raise DataError(f"LMDB {_describe_path(self.path)} does not exist; {CREATE_HINT}")
-        lmdb = _lmdb()
         subdir = os.path.isdir(self.path)
         if subdir and not os.path.exists(os.path.join(self.path, "data.mdb")):
             raise DataError(
                 f"{_describe_path(self.path)} is a directory without data.mdb, so not an LMDB; {CREATE_HINT}"
             )
-        try:
-            self.env = lmdb.open(self.path, readonly=True, lock=False, readahead=False, subdir=subdir,
-                                 max_readers=512)
-        except lmdb.Error as e:
-            raise DataError(f"cannot open LMDB {_describe_path(self.path)}: {e}") from e
+        self._shared = _SharedEnv.acquire(self.path, subdir)
+        self.env = self._shared.env
         self.count = int(self.env.stat()["entries"])
         if self.count == 0:
             raise DataError(f"LMDB {_describe_path(self.path)} is empty (0 records); {CREATE_HINT}")
@@ -90,13 +128,14 @@ class LMDBSource:
         self.record_shape: tuple[int, int, int] = tuple(self.first_array.shape)
         self.dtype = self.first_array.dtype
         self.cache_limit_bytes = int(cache_limit_bytes)
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._cache_key = (self.force_color, self.force_gray)
 
     # ---- decoding ---------------------------------------------------------------
     def decode(self, key: bytes, value: bytes, datum=None) -> tuple[np.ndarray, int]:
         """Parse one value as a Datum; errors name the database and the key."""
-        from ..proto import caffe_pb2
         from google.protobuf.message import DecodeError
+
+        from ..proto import caffe_pb2
 
         datum = caffe_pb2.Datum() if datum is None else datum
         try:
@@ -131,8 +170,9 @@ class LMDBSource:
 
     def load_all(self) -> tuple[np.ndarray, np.ndarray]:
         """Decode every record once: ``(data (count, C, H, W), labels (count,) int64)``, read-only."""
-        if self._cache is not None:
-            return self._cache
+        cached = self._shared.cache.get(self._cache_key)
+        if cached is not None:
+            return cached
         from ..proto import caffe_pb2
 
         data = np.empty((self.count, *self.record_shape), self.dtype)
@@ -151,10 +191,11 @@ class LMDBSource:
             raise DataError(f"LMDB {_describe_path(self.path)}: stat says {self.count} records, read {n}")
         data.flags.writeable = False
         labels.flags.writeable = False
-        self._cache = (data, labels)
+        # Shared by every source open on the same files (a train and a test net, say).
+        self._shared.cache[self._cache_key] = (data, labels)
         log.info("Read %d records of shape %s from %s into memory (%.1f MB)",
                  self.count, self.record_shape, self.path, data.nbytes / 2**20)
-        return self._cache
+        return data, labels
 
     def _shape_error(self, key: bytes, shape) -> DataError:
         return DataError(
@@ -162,19 +203,25 @@ class LMDBSource:
             f"but the first record has {self.record_shape}; records of different sizes are not supported"
         )
 
-    def cursor(self) -> "DatumCursor":
+    def cursor(self) -> DatumCursor:
         """A new batch cursor at the first record."""
         return DatumCursor(self)
 
     def close(self) -> None:
+        """Release the database (other sources on the same files keep it open)."""
         if getattr(self, "_txn", None) is not None:
             self._txn.abort()
             self._txn = None
-        if getattr(self, "env", None) is not None:
-            self.env.close()
+        if getattr(self, "_shared", None) is not None:
+            self._shared.release()
+            self._shared = None
             self.env = None
 
-    def __enter__(self) -> "LMDBSource":
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter shutdown nothing useful can be done
+            self.close()
+
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

@@ -90,7 +90,7 @@ class DataTransformer:
         if not c:
             np.copyto(out, batch, casting="unsafe")
         else:
-            C, H, W = self.input_shape
+            _, H, W = self.input_shape
             if self.phase == TRAIN:
                 h_off = rng.integers(0, H - c + 1, size=N)
                 w_off = rng.integers(0, W - c + 1, size=N)

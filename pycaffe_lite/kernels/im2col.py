@@ -95,6 +95,14 @@ def _valid_range(off, stride, out_len, in_len):
 _U = np.uint64
 
 
+@njit(cache=True)
+def _zero(a, lo, hi):
+    """a[lo:hi] = 0 for a 1-D view; a plain loop is ~2x faster than Numba's slice fill here."""
+    zero = np.float32(0.0)
+    for t in range(_U(lo), _U(hi)):
+        a[t] = zero
+
+
 # parallel=True: the rows of col are independent and each is one long contiguous stretch of
 # memory, so the threads split the K rows without sharing cache lines.
 @njit(cache=True, parallel=True)
@@ -135,13 +143,13 @@ def im2col_batch(x, geom, out_col):
         for n in range(N):
             xc = x[n, c]
             base = n * P
-            row[base: base + oh_lo * OW] = zero        # rows of the window above the image
-            row[base + oh_hi * OW: base + P] = zero    # and below it
+            _zero(row, base, base + oh_lo * OW)          # window rows above the image
+            _zero(row, base + oh_hi * OW, base + P)      # and below it
             for oh in range(oh_lo, oh_hi):
                 src = xc[oh * sh + hoff]
                 b = base + oh * OW
-                row[b: b + ow_lo] = zero
-                row[b + ow_hi: b + OW] = zero
+                _zero(row, b, b + ow_lo)
+                _zero(row, b + ow_hi, b + OW)
                 ub = _U(b + ow_lo)
                 us = _U(ow_lo * sw + woff)             # first valid source column, >= 0
                 if sw == 1:
@@ -152,7 +160,13 @@ def im2col_batch(x, geom, out_col):
                         row[ub + t] = src[us + t * usw]
 
 
-# parallel=True: images are independent outputs, so prange over the batch has no write races.
+# Images per col2im task: a task streams its channel's kh*kw rows of col over a block of images.
+_COL2IM_BLOCK = 8
+
+
+# parallel=True over (channel, block of images) tasks: each task owns out_x[n0:n1, c], so there
+# are no write races, and it reads its channel's kh*kw rows of col in long contiguous runs
+# (15% faster than one task per image for LeNet's conv2, and still parallel when C == 1).
 @njit(cache=True, parallel=True)
 def col2im_batch(col, geom, out_x):
     """Adjoint of :func:`im2col_batch`: ``col (C*kh*kw, N*OH*OW)`` -> ``out_x (N, C, H, W)``.
@@ -176,23 +190,27 @@ def col2im_batch(col, geom, out_x):
     OW = geom[G_OW]
     P = OH * OW
     usw = _U(sw)
-    for n in prange(N):
-        xn = out_x[n]
-        xn[:] = np.float32(0.0)
-        for c in range(C):
-            xc = xn[c]
-            for i in range(kh):
-                hoff = i * dh - ph
-                oh_lo, oh_hi = _valid_range(hoff, sh, OH, H)
-                for j in range(kw):
-                    woff = j * dw - pw
-                    ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
-                    nvalid = _U(ow_hi - ow_lo)
-                    row = col[(c * kh + i) * kw + j]
+    nblocks = (N + _COL2IM_BLOCK - 1) // _COL2IM_BLOCK
+    for task in prange(C * nblocks):
+        c = task // nblocks
+        n0 = (task - c * nblocks) * _COL2IM_BLOCK
+        n1 = min(n0 + _COL2IM_BLOCK, N)
+        for n in range(n0, n1):
+            out_x[n, c] = np.float32(0.0)
+        for i in range(kh):
+            hoff = i * dh - ph
+            oh_lo, oh_hi = _valid_range(hoff, sh, OH, H)
+            for j in range(kw):
+                woff = j * dw - pw
+                ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
+                nvalid = _U(ow_hi - ow_lo)
+                ud = _U(ow_lo * sw + woff)             # first valid target column, >= 0
+                row = col[(c * kh + i) * kw + j]
+                for n in range(n0, n1):
+                    xc = out_x[n, c]
                     for oh in range(oh_lo, oh_hi):
                         dst = xc[oh * sh + hoff]
                         ub = _U(n * P + oh * OW + ow_lo)
-                        ud = _U(ow_lo * sw + woff)
                         for t in range(_U(0), nvalid):
                             dst[ud + t * usw] += row[ub + t]
 
@@ -237,10 +255,10 @@ def im2row_batch(x, geom, out_rows):
                         k0 = (c * kh + i) * kw
                         h = oh * sh - ph + i * dh
                         if h < 0 or h >= H:
-                            dst[k0: k0 + kw] = zero
+                            _zero(dst, k0, k0 + kw)
                             continue
-                        dst[k0: k0 + j_lo] = zero
-                        dst[k0 + j_hi: k0 + kw] = zero
+                        _zero(dst, k0, k0 + j_lo)
+                        _zero(dst, k0 + j_hi, k0 + kw)
                         src = xc[h]
                         ud = _U(k0 + j_lo)
                         for t in range(_U(0), nvalid):

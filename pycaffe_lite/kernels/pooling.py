@@ -32,6 +32,11 @@ POOL_GEOM_LEN = 10
 
 _NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
 
+# Element accesses in hot loops index with ``_U(...)`` (unsigned, non-negative by construction):
+# a signed index makes Numba test for negative wraparound on every access, which measured 2-5x
+# slower in these kernels.
+_U = np.uint64
+
 
 def pool_out_size(size: int, k: int, pad: int, stride: int, any_pad: bool | None = None) -> int:
     """Caffe's pooling output length along one axis.
@@ -112,12 +117,12 @@ def max_pool_forward(x, geom, out_y, out_mask):
                 for h in range(hstart, hend):
                     xrow = xc[h]
                     for w in range(wstart, wend):
-                        v = xrow[w]
+                        v = xrow[_U(w)]
                         if v > maxval:  # strict: the first maximum in scan order wins
                             maxval = v
                             maxidx = h * W + w
-                yrow[ow] = maxval
-                mrow[ow] = maxidx
+                yrow[_U(ow)] = maxval
+                mrow[_U(ow)] = maxidx
 
 
 @njit(cache=True, parallel=True)
@@ -140,10 +145,10 @@ def max_pool_backward(top_diff, mask, geom, out_bottom_diff):
             trow = tc[oh]
             mrow = mc[oh]
             for ow in range(OW):
-                idx = mrow[ow]
+                idx = mrow[_U(ow)]
                 if idx >= 0:  # -1: empty window, nothing to route to
                     h = idx // W
-                    bc[h, idx - h * W] += trow[ow]
+                    bc[_U(h), _U(idx - h * W)] += trow[_U(ow)]
 
 
 # error_model="numpy": with no padding and stride > kernel Caffe can produce a window that lies
@@ -186,8 +191,8 @@ def ave_pool_forward(x, geom, out_y):
                 for h in range(hstart, hend):
                     xrow = xc[h]
                     for w in range(wstart, wend):
-                        acc += xrow[w]
-                yrow[ow] = np.float32(acc / np.float32(pool_size))
+                        acc += xrow[_U(w)]
+                yrow[_U(ow)] = np.float32(acc / np.float32(pool_size))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")  # see ave_pool_forward
@@ -225,8 +230,8 @@ def ave_pool_backward(top_diff, geom, out_bottom_diff):
                 pool_size = pool_h * (wend - wstart)
                 wstart = max(wstart, 0)
                 wend = min(wend, W)
-                g = np.float32(trow[ow] / np.float32(pool_size))
+                g = np.float32(trow[_U(ow)] / np.float32(pool_size))
                 for h in range(hstart, hend):
                     brow = bc[h]
                     for w in range(wstart, wend):
-                        brow[w] += g
+                        brow[_U(w)] += g

@@ -6,7 +6,7 @@ what forward left behind (the top data, or a saved mask), as Caffe's do.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

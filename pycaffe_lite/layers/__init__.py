@@ -1,0 +1,13 @@
+"""Every layer type, registered in ``pycaffe_lite.registry.LAYERS`` on import.
+
+One family per module; importing this package imports them all.
+"""
+from . import (  # noqa: F401  (imported for their registrations)
+    accuracy,
+    inner_product,
+    input,
+    loss,
+    neuron,
+    shape,
+    softmax,
+)
