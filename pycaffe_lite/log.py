@@ -16,7 +16,8 @@ import logging
 import sys
 import threading
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 logger = logging.getLogger("pycaffe_lite")
 

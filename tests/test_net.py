@@ -107,7 +107,8 @@ def test_loss_weights_scale_loss_and_gradient():
 
 
 def test_propagate_down_false_stops_the_gradient():
-    text = ("force_backward: true\n" + INPUT + ip("a", "x", 4)
+    # (force_backward would override propagate_down: false, as in Caffe)
+    text = (INPUT + ip("a", "x", 4)
             + 'layer { name: "l" type: "EuclideanLoss" bottom: "a" bottom: "y" top: "l" '
               'propagate_down: true propagate_down: false }')
     net = Net(text, phase=TRAIN)

@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The name messages use for prototxt given as text, like Python's "<string>".
+TEXT_FILENAME = "<string>"
+
 # ---------------------------------------------------------------------------
 # Upgrade tables (facts from Caffe's upgrade_proto.cpp)
 
@@ -223,7 +226,9 @@ class ParsedNet:
     param : caffe_pb2.NetParameter
         The net; legacy formats already upgraded.
     filename : str or None
-        Where it was read from (None for inline text).
+        Where it was read from: the path, the ``filename`` argument, or
+        ``"<string>"`` for inline text (so messages still carry ``<string>:line:``).
+        None only when built by hand.
     layer_lines : list of int or None
         1-based line of each entry of ``param.layer``, same order.  The Input
         layer made from legacy ``input`` fields gets the line of the first
@@ -280,7 +285,9 @@ class ParsedSolver:
         The solver; inline nets (``net_param``, ``train_net_param``,
         ``test_net_param``) are upgraded like net files.
     filename : str or None
-        Where it was read from (None for inline text).
+        Where it was read from: the path, the ``filename`` argument, or
+        ``"<string>"`` for inline text (so messages still carry ``<string>:line:``).
+        None only when built by hand.
     field_lines : dict
         Line of the first occurrence of each top-level field.
     """
@@ -312,7 +319,7 @@ def read_net(source: str | os.PathLike[str], *, filename: str | None = None) -> 
         A path, or the prototxt text itself (a ``str`` containing a newline,
         ``{`` or ``:`` is taken as text unless it names an existing file).
     filename : str, optional
-        Name used in messages; defaults to the path when ``source`` is one.
+        Name used in messages; defaults to the path, or ``"<string>"`` for text.
 
     Returns
     -------
@@ -345,7 +352,7 @@ def read_solver(source: str | os.PathLike[str], *, filename: str | None = None) 
     source : str or os.PathLike
         A path, or the prototxt text itself (see :func:`read_net`).
     filename : str, optional
-        Name used in messages; defaults to the path when ``source`` is one.
+        Name used in messages; defaults to the path, or ``"<string>"`` for text.
 
     Returns
     -------
@@ -423,7 +430,7 @@ def upgrade_file(in_path: str | os.PathLike[str], out_path: str | os.PathLike[st
         message = _read_net_text(text, filename).param
         kind = "net"
     write_text(message, out_path)
-    log.info("Wrote upgraded %s %s to %s", kind, filename, os.fspath(out_path))
+    log.debug("Wrote upgraded %s %s to %s", kind, filename, os.fspath(out_path))
     return message
 
 
@@ -477,7 +484,7 @@ def _load_source(source: str | os.PathLike[str], filename: str | None) -> tuple[
         return text, filename or str(path)
     if not isinstance(source, str):
         raise TypeError(f"expected a path or prototxt text, got {type(source).__name__}")
-    return source, filename
+    return source, filename or TEXT_FILENAME
 
 
 def _read_net_text(text: str, filename: str | None) -> ParsedNet:
@@ -548,11 +555,14 @@ _MISPLACED_HINTS: dict[tuple[str, str], str] = {
     ("caffe.LayerParameter", "weight_decay"): (
         "weight_decay is legacy V1 syntax; in a 'layer' block write param { decay_mult: ... }"
     ),
+    ("caffe.PoolingParameter", "round_mode"): (
+        "pycaffe_lite pools with Caffe's default CEIL rounding only; remove round_mode"
+    ),
 }
 
 
 def _place(filename: str | None, line: int | None, column: int | None = None) -> str:
-    name = filename or "<string>"
+    name = filename or TEXT_FILENAME
     if line and column:
         return f"{name}:{line}:{column}: "
     return _where(name, line)
@@ -717,14 +727,14 @@ def _scan(text: str) -> _Node:
 
 def _upgrade_net(
     net: caffe_pb2.NetParameter,
-    nodes: list[_Node] | None,
+    nodes: list[_Node | None] | None,
     root: _Node | None,
     filename: str | None,
 ) -> tuple[list[int | None], list[dict[str, int]]]:
     """Upgrade ``net`` in place; return the line and field lines of each layer."""
     count = len(net.layer) + len(net.layers)
     if nodes is None or len(nodes) != count:
-        nodes = [None] * count  # type: ignore[list-item]
+        nodes = [None] * count
     lines: list[int | None] = [n.line if n is not None else None for n in nodes]
     fields: list[dict[str, int]] = [n.first_lines() if n is not None else {} for n in nodes]
 
@@ -733,8 +743,8 @@ def _upgrade_net(
             first_v1 = next((n.line for n in nodes if n is not None and n.name == "layers"), None)
             raise NetConfigError(
                 f"{_where(filename, first_v1)}the net mixes 'layer' blocks (current format) "
-                "with 'layers' blocks (legacy V1); write every layer in one format, "
-                "e.g. run `plite upgrade` on the legacy part first"
+                "with 'layers' blocks (legacy V1); write every layer in one format "
+                "(`plite upgrade` converts a file of 'layers' blocks)"
             )
         if any(v1.HasField("layer") for v1 in net.layers):
             log.info("%sUpgrading V0 layer definitions", _where(filename, None))
@@ -742,7 +752,7 @@ def _upgrade_net(
         _upgrade_data_transform(net)
         log.info("%sUpgrading V1 'layers' to 'layer'", _where(filename, None))
         for index, v1 in enumerate(net.layers):
-            _add_v1_aliases(v1, fields[index])
+            _add_v1_aliases(fields[index])
             net.layer.add().CopyFrom(_v1_to_layer(v1))
         net.ClearField("layers")
 
@@ -788,7 +798,7 @@ def _v1_to_layer(v1: caffe_pb2.V1LayerParameter) -> caffe_pb2.LayerParameter:
     return layer
 
 
-def _add_v1_aliases(v1: caffe_pb2.V1LayerParameter, fields: dict[str, int]) -> None:
+def _add_v1_aliases(fields: dict[str, int]) -> None:
     """Point the current field names at the legacy spellings' lines."""
     legacy = [fields[n] for n in ("param", "blobs_lr", "weight_decay", "blob_share_mode") if n in fields]
     if legacy:
@@ -815,7 +825,7 @@ def _upgrade_v0(
         for j, blob in enumerate(connection.bottom):
             if blob not in producer:
                 raise NetConfigError(
-                    f"{place}layer '{v0.name}' (V0 type '{v0.type}'): bottom '{blob}' "
+                    f"{place}{_named(v0.name)}bottom '{blob}' "
                     "is produced by no earlier layer or net input"
                 )
             source_index = producer[blob]
@@ -824,12 +834,12 @@ def _upgrade_v0(
             pad_layer = old[source_index]
             if v0.type not in ("conv", "pool"):
                 raise NetConfigError(
-                    f"{place}layer '{v0.name}': a V0 padding layer can only feed a conv "
+                    f"{place}{_named(v0.name)}a V0 padding layer can only feed a conv "
                     f"or pool layer, not '{v0.type}'"
                 )
             if len(connection.bottom) != 1 or len(pad_layer.bottom) != 1 or len(pad_layer.top) != 1:
                 raise NetConfigError(
-                    f"{place}layer '{v0.name}': V0 padding is only upgraded for one-bottom "
+                    f"{place}{_named(v0.name)}V0 padding is only upgraded for one-bottom "
                     "conv/pool layers fed by a one-bottom, one-top padding layer"
                 )
             target = kept[-1][1]
@@ -862,6 +872,10 @@ def _upgrade_v0(
     return new_lines, new_fields
 
 
+def _named(name: str) -> str:
+    return f"layer '{name}': " if name else ""
+
+
 def _v0_to_v1(
     connection: caffe_pb2.V1LayerParameter, filename: str | None, line: int | None
 ) -> caffe_pb2.V1LayerParameter:
@@ -875,7 +889,7 @@ def _v0_to_v1(
     if v0.HasField("type"):
         if v0.type not in V0_LAYER_TYPES:
             raise NetConfigError(
-                f"{place}layer '{v0.name}': unknown V0 layer type '{v0.type}'; known: "
+                f"{place}{_named(v0.name)}unknown V0 layer type '{v0.type}'; known: "
                 + ", ".join(sorted(V0_LAYER_TYPES))
             )
         v1.type = caffe_pb2.V1LayerParameter.LayerType.Value(V0_LAYER_TYPES[v0.type])
@@ -893,9 +907,8 @@ def _v0_to_v1(
         if target is None:
             # Caffe logs this and carries on without the field; so do we.
             log.warning(
-                "%slayer '%s' (V0 type '%s'): field '%s' has no equivalent for this "
-                "type and is dropped",
-                place, v0.name, v0.type, name,
+                "%s%sfield '%s' has no equivalent for V0 type '%s' and is dropped",
+                place, _named(v0.name), name, v0.type,
             )
             continue
         _assign(v1, target, value)

@@ -1,4 +1,5 @@
 """Accuracy: top-k classification accuracy (a metric, not a loss)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,9 @@ class AccuracyLayer(Layer):
         x, labels = bottom[0], bottom[1]
         axis = int(self.layer_param.accuracy_param.axis)
         if x.num_axes == 0 or not -x.num_axes <= axis < x.num_axes:
-            raise self.shape_error(f"accuracy_param.axis {axis} is out of range for bottom[0] shape {x.shape}")
+            raise self.shape_error(
+                f"accuracy_param.axis {axis} is out of range for bottom[0] shape {x.shape}"
+            )
         self.axis = axis + x.num_axes if axis < 0 else axis
         self.outer = x.count(0, self.axis)
         self.channels = x.shape[self.axis]
@@ -57,7 +60,8 @@ class AccuracyLayer(Layer):
             )
         if self.top_k > self.channels:
             raise self.config_error(
-                f"top_k {self.top_k} exceeds the number of classes {self.channels} (bottom[0] shape {x.shape})"
+                f"top_k {self.top_k} exceeds the number of classes {self.channels} "
+                f"(bottom[0] shape {x.shape})"
             )
         top[0].reshape(())
         if len(top) > 1:

@@ -1,4 +1,5 @@
 """InnerProduct: the fully connected layer."""
+
 from __future__ import annotations
 
 import numpy as np

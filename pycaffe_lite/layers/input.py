@@ -1,4 +1,5 @@
 """Layers that produce blobs from their parameters: Input, DummyData."""
+
 from __future__ import annotations
 
 from ..filler import fill
@@ -64,14 +65,19 @@ class DummyDataLayer(Layer):
         legacy = {name: list(getattr(param, name)) for name in ("num", "channels", "height", "width")}
         if any(legacy.values()):
             if len(param.shape):
-                raise self.config_error("give either 'shape' or the legacy num/channels/height/width, not both")
+                raise self.config_error(
+                    "give either 'shape' or the legacy num/channels/height/width, not both"
+                )
             for name, values in legacy.items():
                 if len(values) not in (1, num_top):
                     raise self.config_error(
                         f"give '{name}' once, or once per top ({num_top}); it is given {len(values)} times"
                     )
             shapes = [
-                tuple(int(legacy[n][0 if len(legacy[n]) == 1 else i]) for n in ("num", "channels", "height", "width"))
+                tuple(
+                    int(legacy[n][0 if len(legacy[n]) == 1 else i])
+                    for n in ("num", "channels", "height", "width")
+                )
                 for i in range(num_top)
             ]
         else:
@@ -80,14 +86,15 @@ class DummyDataLayer(Layer):
                     f"give 'shape' once, or once per top ({num_top}); it is given {len(param.shape)} times"
                 )
             shapes = [
-                tuple(int(d) for d in param.shape[0 if len(param.shape) == 1 else i].dim) for i in range(num_top)
+                tuple(int(d) for d in param.shape[0 if len(param.shape) == 1 else i].dim)
+                for i in range(num_top)
             ]
         if not fillers:
             fillers = [caffe_pb2.FillerParameter(type="constant", value=0)]
         self.fillers = [fillers[0 if len(fillers) == 1 else i] for i in range(num_top)]
         # Constant fillers fill once here; the others refill on every forward.
         self.refill = [f.type != "constant" for f in self.fillers]
-        for t, shape, filler, refill in zip(top, shapes, self.fillers, self.refill):
+        for t, shape, filler, refill in zip(top, shapes, self.fillers, self.refill, strict=True):
             t.reshape(shape)
             if not refill:
                 fill(t, filler)
@@ -96,6 +103,6 @@ class DummyDataLayer(Layer):
         pass
 
     def forward(self, bottom, top) -> None:
-        for t, filler, refill in zip(top, self.fillers, self.refill):
+        for t, filler, refill in zip(top, self.fillers, self.refill, strict=True):
             if refill:
                 fill(t, filler)

@@ -10,6 +10,7 @@ Shared conventions (Caffe's LossLayer):
 * sums are accumulated in float32, in Caffe's order, so the loss Caffe prints is
   reproduced to the last digit.
 """
+
 from __future__ import annotations
 
 import numpy as np

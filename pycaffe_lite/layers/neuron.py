@@ -4,6 +4,7 @@ Each takes one bottom and gives one top of the same shape, and may run in place
 (``bottom: "x" top: "x"``): then ``bottom[0] is top[0]`` and backward reads only
 what forward left behind (the top data, or a saved mask), as Caffe's do.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -172,9 +173,7 @@ class DropoutLayer(NeuronLayer):
         param = self.layer_param.dropout_param
         self.threshold = float(param.dropout_ratio)
         if not 0.0 <= self.threshold < 1.0:
-            raise self.config_error(
-                f"dropout_ratio must be in [0, 1), got {self.threshold}"
-            )
+            raise self.config_error(f"dropout_ratio must be in [0, 1), got {self.threshold}")
         self.scale = 1.0 / (1.0 - self.threshold)
         self.scale_train = bool(param.scale_train) if _has_field(param, "scale_train") else True
         self._uniform: np.ndarray | None = None

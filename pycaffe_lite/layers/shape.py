@@ -3,6 +3,7 @@
 Both share storage instead of copying, as Caffe does: a Flatten top is a view of
 its bottom (data and diff), and Split tops are views of the bottom's data.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,9 @@ class FlattenLayer(Layer):
         axes = []
         for name, value in (("axis", param.axis), ("end_axis", param.end_axis)):
             if not -n <= value < n:
-                raise self.shape_error(f"flatten_param.{name} {value} is out of range for bottom shape {blob.shape}")
+                raise self.shape_error(
+                    f"flatten_param.{name} {value} is out of range for bottom shape {blob.shape}"
+                )
             axes.append(value + n if value < 0 else value)
         start, end = axes
         if end < start:
@@ -48,7 +51,7 @@ class FlattenLayer(Layer):
     def reshape(self, bottom, top) -> None:
         x = bottom[0]
         start, end = self._axes(x)
-        top[0].reshape(x.shape[:start] + (x.count(start, end + 1),) + x.shape[end + 1:])
+        top[0].reshape(x.shape[:start] + (x.count(start, end + 1),) + x.shape[end + 1 :])
         top[0].share_data(x)
         top[0].share_diff(x)
 

@@ -1,4 +1,5 @@
 """Softmax over one axis."""
+
 from __future__ import annotations
 
 import numpy as np

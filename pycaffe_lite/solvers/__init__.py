@@ -17,15 +17,15 @@ from .sgd import SGDSolver
 from .solver import Solver, _Source, load_solver_param
 
 __all__ = [
-    "Solver",
-    "SGDSolver",
-    "NesterovSolver",
-    "AdaGradSolver",
-    "RMSPropSolver",
-    "AdaDeltaSolver",
-    "AdamSolver",
-    "get_solver",
     "SOLVERS",
+    "AdaDeltaSolver",
+    "AdaGradSolver",
+    "AdamSolver",
+    "NesterovSolver",
+    "RMSPropSolver",
+    "SGDSolver",
+    "Solver",
+    "get_solver",
 ]
 
 
@@ -34,10 +34,10 @@ def get_solver(path_or_param, **kwargs) -> Solver:
     ``caffe.SolverParameter`` or a ParsedSolver.  ``kwargs`` go to :class:`Solver`."""
     from ..errors import where
 
-    param, filename = load_solver_param(path_or_param)
+    param, filename, lines = load_solver_param(path_or_param, with_lines=True)
     if param.type not in SOLVERS:
         raise SolverConfigError(
-            f"{where(filename, None)}unknown solver type '{param.type}'. Known solver types: "
+            f"{where(filename, lines.get('type'))}unknown solver type '{param.type}'. Known solver types: "
             f"{', '.join(SOLVERS.names())}"
         )
-    return SOLVERS.get(param.type)(_Source(param, filename), **kwargs)
+    return SOLVERS.get(param.type)(_Source(param, filename, lines), **kwargs)

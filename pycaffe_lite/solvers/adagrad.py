@@ -26,7 +26,7 @@ class AdaGradSolver(SGDSolver):
     def check_param(self) -> None:
         if self.param.momentum != 0:
             raise self._err(f"momentum cannot be used with AdaGrad (got momentum: {self.param.momentum}); "
-                            "remove it or set it to 0")
+                            "remove it or set it to 0", "momentum")
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         b = self.net.learnable_params[param_id]

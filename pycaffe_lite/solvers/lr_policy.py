@@ -25,7 +25,7 @@ from ..errors import SolverConfigError
 from ..log import logger
 from ..registry import LR_POLICIES, register_lr_policy
 
-__all__ = ["learning_rate", "LR_POLICIES"]
+__all__ = ["LR_POLICIES", "learning_rate"]
 
 
 def _need(ok: bool, policy: str, what: str, got) -> None:

@@ -25,9 +25,9 @@ class RMSPropSolver(SGDSolver):
     def check_param(self) -> None:
         if self.param.momentum != 0:
             raise self._err(f"momentum cannot be used with RMSProp (got momentum: {self.param.momentum}); "
-                            "remove it or set it to 0")
+                            "remove it or set it to 0", "momentum")
         if not 0 <= self.param.rms_decay < 1:
-            raise self._err(f"rms_decay must lie in [0, 1) (got {self.param.rms_decay})")
+            raise self._err(f"rms_decay must lie in [0, 1) (got {self.param.rms_decay})", "rms_decay")
 
     def compute_update_value(self, param_id: int, rate: float) -> None:
         b = self.net.learnable_params[param_id]

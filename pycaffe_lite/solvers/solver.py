@@ -43,9 +43,10 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -82,33 +83,38 @@ def upgrade_solver_type(param, where_: str = "") -> None:
     param.ClearField("solver_type")
 
 
-def load_solver_param(source):
+def load_solver_param(source, with_lines: bool = False):
     """``(SolverParameter copy, filename or None)`` from a path, prototxt text, a
-    ``caffe.SolverParameter`` or anything with ``.param`` / ``.filename`` (a ParsedSolver)."""
+    ``caffe.SolverParameter`` or anything with ``.param`` / ``.filename`` (a ParsedSolver).
+
+    ``with_lines=True`` adds a third item: ``{top-level field: line}`` when known."""
     from ..proto import caffe_pb2
 
+    lines: dict = {}
     if isinstance(source, caffe_pb2.SolverParameter):
         param, filename = source, None
     elif isinstance(getattr(source, "param", None), caffe_pb2.SolverParameter):
         param, filename = source.param, getattr(source, "filename", None)
+        lines = dict(getattr(source, "field_lines", None) or {})
     elif isinstance(source, (str, os.PathLike)):
         from ..io.prototxt import read_solver
 
         parsed = read_solver(source)
         param, filename = parsed.param, parsed.filename
+        lines = dict(getattr(parsed, "field_lines", None) or {})
     else:
         raise TypeError(f"a solver needs a path, prototxt text or a SolverParameter, not {type(source).__name__}")
     copy = caffe_pb2.SolverParameter()
     copy.CopyFrom(param)
-    upgrade_solver_type(copy, where(filename, None))
-    return copy, filename
+    upgrade_solver_type(copy, where(filename, lines.get("type") or lines.get("solver_type")))
+    return (copy, filename, lines) if with_lines else (copy, filename)
 
 
 class _Source:
-    """A (param, filename) pair shaped like ParsedSolver, so get_solver reads a file once."""
+    """A parsed solver (param, filename, field_lines), so get_solver reads a file once."""
 
-    def __init__(self, param, filename):
-        self.param, self.filename = param, filename
+    def __init__(self, param, filename, field_lines=None):
+        self.param, self.filename, self.field_lines = param, filename, field_lines or {}
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -151,7 +157,7 @@ class Solver:
                  level: int | None = None, stages=None) -> None:
         from google.protobuf import text_format
 
-        self.param, self.filename = load_solver_param(param_or_path)
+        self.param, self.filename, self.field_lines = load_solver_param(param_or_path, with_lines=True)
         self.where = where(self.filename, None)
         if level is not None:
             self.param.train_state.level = int(level)
@@ -179,6 +185,7 @@ class Solver:
         self.progress = progress
         self.last_snapshot: str | None = None
         self._last_snapshot_iter: int | None = None
+        self._snapshots: list[tuple[int, str]] = []  # (iter, solverstate) written or restored
         self.interrupted = False
         self.test_scores: list = [None] * len(self.test_nets)
         self._stop_requested = False
@@ -188,34 +195,39 @@ class Solver:
         self.pre_solve()
 
     # ---------------------------------------------------------------- set-up / checks
-    def _err(self, msg: str) -> SolverConfigError:
-        return SolverConfigError(f"{self.where}{msg}")
+    def _err(self, msg: str, field: str | None = None) -> SolverConfigError:
+        """A SolverConfigError prefixed with ``solver_file:line:`` (the line of ``field`` if known)."""
+        return SolverConfigError(f"{where(self.filename, self.field_lines.get(field) if field else None)}{msg}")
 
     def _check_common(self) -> None:
         p = self.param
         if p.average_loss < 1:
-            raise self._err(f"average_loss must be >= 1 (got {p.average_loss})")
+            raise self._err(f"average_loss must be >= 1 (got {p.average_loss})", "average_loss")
         if p.iter_size < 1:
-            raise self._err(f"iter_size must be >= 1 (got {p.iter_size})")
+            raise self._err(f"iter_size must be >= 1 (got {p.iter_size})", "iter_size")
         if p.regularization_type not in ("L1", "L2"):
-            raise self._err(f"unknown regularization_type '{p.regularization_type}'; use \"L2\" or \"L1\"")
+            raise self._err(f"unknown regularization_type '{p.regularization_type}'; use \"L2\" or \"L1\"",
+                            "regularization_type")
         if p.snapshot_format != p.BINARYPROTO:
             raise self._err("snapshot_format HDF5 is not supported: only BINARYPROTO here "
-                            "(remove snapshot_format or set it to BINARYPROTO)")
+                            "(remove snapshot_format or set it to BINARYPROTO)", "snapshot_format")
         if p.snapshot < 0 or p.display < 0 or p.test_interval < 0:
             raise self._err("snapshot, display and test_interval must be >= 0")
-        learning_rate(p, 0, 0, self.where)  # an unknown/unset policy or bad settings fail now, not at iter 0
+        learning_rate(p, 0, 0, where(self.filename, self.field_lines.get("lr_policy")))  # an unknown/unset policy or bad settings fail now, not at iter 0
         if p.snapshot > 0 and not p.HasField("snapshot_prefix") and not self._default_prefix():
-            raise self._err(f"snapshot: {p.snapshot} is set but snapshot_prefix is not")
+            raise self._err(f"snapshot: {p.snapshot} is set but snapshot_prefix is not", "snapshot")
         prefix = self.snapshot_prefix
         if prefix is not None and p.snapshot > 0:  # Caffe probes only when periodic snapshots are on
             folder = os.path.dirname(os.path.abspath(prefix))
             probe = folder
             while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
                 probe = os.path.dirname(probe)
-            if not os.access(probe, os.W_OK):
+            try:  # Caffe probes by writing a file; os.access says yes to root even on read-only mounts
+                with tempfile.TemporaryFile(dir=probe):
+                    pass
+            except OSError:
                 raise self._err(f"cannot write to snapshot_prefix '{prefix}': make sure the folder "
-                                f"{folder} exists and is writable")
+                                f"{folder} exists and is writable", "snapshot_prefix") from None
 
     def check_param(self) -> None:
         """Solver-specific checks (e.g. AdaGrad refuses momentum); raise SolverConfigError."""
@@ -250,7 +262,7 @@ class Solver:
                 return alt
             tried.append(alt)
         raise self._err(f"{field}: '{path}' not found (looked for {' and '.join(tried)}); "
-                        "paths are relative to the working directory, as in Caffe")
+                        "paths are relative to the working directory, as in Caffe", field)
 
     def _build_net(self, kind: str, source, phase: int, solver_state, label: str):
         """Build a net from a file (kind 'file') or an inline NetParameter with the merged state:
@@ -299,13 +311,15 @@ class Solver:
             raise self._err(
                 f"test_iter must be given once per test net: {n_iter} test_iter value(s) for {specific} "
                 f"test net(s) from test_net/test_net_param"
-                + (f" (plus one per extra test_iter from {generic[0]})" if generic else "")
+                + (f" (plus one per extra test_iter from {generic[0]})" if generic else ""),
+                "test_iter",
             )
         n = n_iter if generic else specific
         if p.test_state and len(p.test_state) != n:
             raise self._err(f"test_state must be unset or given once per test net ({len(p.test_state)} for {n})")
         if n and p.test_interval <= 0:
-            raise self._err(f"{n} test net(s) but test_interval is {p.test_interval}; set test_interval > 0")
+            raise self._err(f"{n} test net(s) but test_interval is {p.test_interval}; set test_interval > 0",
+                            "test_iter")
         if any(t <= 0 for t in p.test_iter):
             raise self._err(f"test_iter values must be > 0 (got {list(p.test_iter)})")
         sources = [("param", tp, "test_net_param") for tp in p.test_net_param]
@@ -379,7 +393,7 @@ class Solver:
         p = self.param
         logger.info("Solving %s", self.net.name)
         logger.info("Learning Rate Policy: %s", p.lr_policy)
-        self._stop_requested = self._abort = False
+        self._stop_requested = self._abort = self._in_update = False
         self.interrupted = False
         if resume_file:
             logger.info("Restoring previous solver status from %s", os.fspath(resume_file))
@@ -465,11 +479,13 @@ class Solver:
 
     def _diverged(self, loss: float) -> None:
         culprit = self.net.first_nonfinite() if hasattr(self.net, "first_nonfinite") else None
-        last = self.last_snapshot or "none"
+        # a snapshot taken at this iteration holds the very weights that gave this loss
+        good = [path for it, path in self._snapshots if it < self.iter]
+        last = good[-1] if good else None
         msg = (f"Iteration {self.iter}: loss is {cfmt(loss)}; first produced by "
-               f"{culprit or 'no layer top (the loss itself overflowed)'}. The last good snapshot is {last}. "
-               f"Lower base_lr (now {cfmt(self.param.base_lr)}) or set clip_gradients, then retrain"
-               + (" or resume from that snapshot." if self.last_snapshot else "."))
+               f"{culprit or 'no layer top (the loss itself overflowed)'}. The last good snapshot is "
+               f"{last or 'none'}. Lower base_lr (now {cfmt(self.param.base_lr)}) or set clip_gradients, "
+               "then retrain" + (" or resume from that snapshot." if last else "."))
         logger.error(msg)
         raise TrainingDivergedError(msg)
 
@@ -626,6 +642,7 @@ class Solver:
         atomic_write_bytes(state.SerializeToString(), state_path)
         self.last_snapshot = state_path
         self._last_snapshot_iter = self.iter
+        self._snapshots.append((self.iter, state_path))
         return model, state_path
 
     def _sidecar(self) -> dict:
@@ -675,6 +692,7 @@ class Solver:
         self._restore_sidecar(path + SIDECAR_SUFFIX, state.iter)
         self.last_snapshot = path
         self._last_snapshot_iter = self.iter
+        self._snapshots.append((self.iter, path))
 
     def _find_learned_net(self, learned: str, state_path: str) -> str:
         folder = os.path.dirname(os.path.abspath(state_path))

@@ -9,6 +9,7 @@ Typical use::
 
 (This module is not a test module; its name keeps pytest from collecting it.)
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,7 +37,9 @@ def make_layer(text: str):
     return LAYERS.get(param.type)(param)
 
 
-def random_blob(shape: Sequence[int], seed: int = 0, low: float = -1.0, high: float = 1.0, name: str = "") -> Blob:
+def random_blob(
+    shape: Sequence[int], seed: int = 0, low: float = -1.0, high: float = 1.0, name: str = ""
+) -> Blob:
     """A blob with uniform random data in [low, high) and a zero diff."""
     blob = Blob(tuple(shape), name=name)
     blob.data[...] = np.random.default_rng(seed).uniform(low, high, size=blob.shape)

@@ -1,5 +1,6 @@
 """Accuracy: top-k vs a float64 reference, Caffe's tie rule, ignore_label, per-class
 top, axis, errors.  No gradient (it is exempt in test_gradient_coverage)."""
+
 import numpy as np
 import pytest
 from layer_test_template import backward, forward, random_blob, setup_layer
@@ -17,7 +18,7 @@ def reference(x, label, top_k, axis=1, ignore=None):
     label = label.ravel().astype(int)
     correct = counted = 0
     per_hit, per_num = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-    for scores, lab in zip(x, label):
+    for scores, lab in zip(x, label, strict=True):
         if lab == ignore:
             continue
         counted += 1

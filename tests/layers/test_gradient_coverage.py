@@ -5,6 +5,7 @@ strings whose gradients it checks with ``pycaffe_lite.testing.check_gradient``. 
 module loads them all and compares the union with ``pycaffe_lite.registry.LAYERS``.
 A layer without a gradient goes in ``EXEMPT`` with the reason.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -94,7 +95,11 @@ def test_declared_and_exempt_types_are_registered(declarations):
 
 
 def test_declaring_modules_use_the_gradient_checker(declarations):
-    lazy = [name for name, types in declarations.items() if types and "check_gradient" not in (HERE / name).read_text()]
+    lazy = [
+        name
+        for name, types in declarations.items()
+        if types and "check_gradient" not in (HERE / name).read_text()
+    ]
     assert not lazy, f"{', '.join(lazy)} declare GRADIENT_CHECKED but never call check_gradient"
 
 

@@ -1,4 +1,5 @@
 """InnerProduct: shapes, forward vs float64, gradients, transpose, axis, errors."""
+
 import numpy as np
 import pytest
 from layer_test_template import backward, forward, make_layer, random_blob, setup_layer
@@ -13,7 +14,8 @@ FILLERS = "weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'unif
 
 
 def ip(extra: str = "", num_output: int = 4) -> str:
-    return f'name: "ip1" type: "InnerProduct" inner_product_param {{ num_output: {num_output} {FILLERS} {extra} }}'
+    param = f"num_output: {num_output} {FILLERS} {extra}"
+    return f'name: "ip1" type: "InnerProduct" inner_product_param {{ {param} }}'
 
 
 def reference(x, W, b, axis, transpose):
@@ -50,7 +52,9 @@ def test_forward_and_shapes(extra, shape, axis):
     np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra,shape", [("", (2, 3, 2, 2)), ("transpose: true", (3, 5)), ("bias_term: false axis: 2", (2, 2, 3))])
+@pytest.mark.parametrize(
+    "extra,shape", [("", (2, 3, 2, 2)), ("transpose: true", (3, 5)), ("bias_term: false axis: 2", (2, 2, 3))]
+)
 def test_gradient(extra, shape):
     layer, bottom, top = setup_layer(ip(extra, num_output=3), [shape])
     check_gradient(layer, bottom, top, setup=False)
@@ -60,7 +64,11 @@ def test_param_diffs_accumulate_and_bottom_diff_is_assigned():
     layer, bottom, top = setup_layer(ip(), [(2, 6)])
     forward(layer, bottom, top)
     backward(layer, bottom, top)
-    first_w, first_b, first_x = (layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy(), bottom[0].diff.copy())
+    first_w, first_b, first_x = (
+        layer.blobs[0].diff.copy(),
+        layer.blobs[1].diff.copy(),
+        bottom[0].diff.copy(),
+    )
     layer.run_backward(top, [True], bottom)  # same top diff again, without clearing
     np.testing.assert_allclose(layer.blobs[0].diff, 2 * first_w, rtol=1e-6)
     np.testing.assert_allclose(layer.blobs[1].diff, 2 * first_b, rtol=1e-6)
@@ -82,7 +90,8 @@ def test_fillers_default_to_zero_and_xavier_scale():
     layer, _, _ = setup_layer('type: "InnerProduct" inner_product_param { num_output: 3 }', [(2, 5)])
     assert np.all(layer.blobs[0].data == 0) and np.all(layer.blobs[1].data == 0)
     layer, _, _ = setup_layer(
-        "type: 'InnerProduct' inner_product_param { num_output: 50 weight_filler { type: 'xavier' } }", [(2, 300)]
+        "type: 'InnerProduct' inner_product_param { num_output: 50 weight_filler { type: 'xavier' } }",
+        [(2, 300)],
     )
     limit = np.sqrt(3.0 / 300)  # fan_in = K
     assert np.abs(layer.blobs[0].data).max() <= limit

@@ -1,5 +1,6 @@
 """Input and DummyData: shapes from their parameters, fillers, refills, errors.
 Neither has a backward."""
+
 import numpy as np
 import pytest
 from layer_test_template import forward, setup_layer
@@ -39,7 +40,10 @@ def test_input_takes_no_bottom():
 
 # --- DummyData -------------------------------------------------------------------------
 def test_dummy_data_default_is_zeros_and_legacy_dims():
-    text = 'type: "DummyData" dummy_data_param { num: 2 channels: 3 height: 4 width: 5 num: 1 channels: 1 height: 1 width: 7 }'
+    text = (
+        'type: "DummyData" dummy_data_param { num: 2 channels: 3 height: 4 width: 5 '
+        "num: 1 channels: 1 height: 1 width: 7 }"
+    )
     layer, bottom, top = setup_layer(text, [], num_top=2)
     assert top[0].shape == (2, 3, 4, 5) and top[1].shape == (1, 1, 1, 7)
     forward(layer, bottom, top)
@@ -64,7 +68,10 @@ def test_dummy_data_constant_fills_once_random_refills():
 
 
 def test_dummy_data_one_filler_for_all_tops():
-    text = "type: 'DummyData' dummy_data_param { shape { dim: 2 } shape { dim: 3 } data_filler { type: 'uniform' min: 5 max: 6 } }"
+    text = (
+        "type: 'DummyData' dummy_data_param { shape { dim: 2 } shape { dim: 3 } "
+        "data_filler { type: 'uniform' min: 5 max: 6 } }"
+    )
     layer, bottom, top = setup_layer(text, [], num_top=2)
     forward(layer, bottom, top)
     for t in top:

@@ -1,6 +1,7 @@
 """SoftmaxWithLoss, EuclideanLoss, SigmoidCrossEntropyLoss: values vs float64,
 normalization modes, ignore_label, gradients (prediction bottom only, except
 Euclidean), label errors."""
+
 import numpy as np
 import pytest
 from layer_test_template import backward, blob_from, forward, random_blob, setup_layer
@@ -87,7 +88,9 @@ def test_softmax_loss_sums_in_caffes_float32_order():
 
 
 def test_softmax_loss_all_ignored_and_zero_probability():
-    layer, bottom, top = setup_layer(SWL + "loss_param { ignore_label: -1 }", [(2, 3), np.array([-1.0, -1.0])])
+    layer, bottom, top = setup_layer(
+        SWL + "loss_param { ignore_label: -1 }", [(2, 3), np.array([-1.0, -1.0])]
+    )
     forward(layer, bottom, top)
     assert top[0].data == 0  # normalizer max(1, 0) = 1
     backward(layer, bottom, top, [np.float32(1)])

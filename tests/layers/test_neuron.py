@@ -1,4 +1,5 @@
 """ReLU, Sigmoid, TanH, Dropout: shapes, forward vs float64, gradients, in place."""
+
 import numpy as np
 import pytest
 from layer_test_template import assert_in_place_matches, backward, forward, setup_layer
@@ -86,7 +87,9 @@ def test_smooth_in_place(type_name):
 # --- Dropout -------------------------------------------------------------------------
 def test_dropout_train_mask_and_scale():
     set_random_seed(3)
-    layer, bottom, top = setup_layer('type: "Dropout" dropout_param { dropout_ratio: 0.3 }', [(50, 40)], seed=1)
+    layer, bottom, top = setup_layer(
+        'type: "Dropout" dropout_param { dropout_ratio: 0.3 }', [(50, 40)], seed=1
+    )
     bottom[0].data[...] = 1.0
     forward(layer, bottom, top)
     y = top[0].data
@@ -98,7 +101,9 @@ def test_dropout_train_mask_and_scale():
 
 
 def test_dropout_test_phase_is_identity():
-    layer, bottom, top = setup_layer('type: "Dropout" phase: TEST dropout_param { dropout_ratio: 0.5 }', [SHAPE])
+    layer, bottom, top = setup_layer(
+        'type: "Dropout" phase: TEST dropout_param { dropout_ratio: 0.5 }', [SHAPE]
+    )
     forward(layer, bottom, top)
     np.testing.assert_array_equal(top[0].data, bottom[0].data)
     backward(layer, bottom, top, [np.full(SHAPE, 2.0)])

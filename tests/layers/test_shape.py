@@ -1,4 +1,5 @@
 """Flatten and Split: shapes, shared storage, gradients, errors."""
+
 import numpy as np
 import pytest
 from layer_test_template import backward, forward, make_layer, random_blob, setup_layer

@@ -1,4 +1,5 @@
 """Softmax: shapes, forward vs float64 on several axes, gradients, in place."""
+
 import numpy as np
 import pytest
 from layer_test_template import assert_in_place_matches, forward, setup_layer
