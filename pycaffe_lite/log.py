@@ -36,7 +36,7 @@ class GlogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         secs = int(record.created)
-        micros = int(round((record.created - secs) * 1e6))
+        micros = round((record.created - secs) * 1e6)
         if micros == 1_000_000:
             secs, micros = secs + 1, 0
         t = time.localtime(secs)
@@ -67,7 +67,7 @@ class _PliteHandler(logging.Handler):
                 stream = self.stream if self.stream is not None else sys.stderr
                 stream.write(msg + "\n")
                 stream.flush()
-        except Exception:  # never let logging kill a training run
+        except Exception:  # noqa: BLE001  (never let logging kill a training run)
             self.handleError(record)
 
 

@@ -225,15 +225,13 @@ class Net:
         available: dict[str, Blob] = {}
         consumed: set[str] = set()
         layer_where: list[str] = []
-        seen_names: set[str] = set()
 
         for li, lp in enumerate(split.layer):
             loc = where(self.filename, _line(lines, li))
             layer_where.append(loc)
             desc = f"{loc}layer '{lp.name}' ({lp.type})"
-            if lp.name in seen_names and lp.type != "Split":
-                raise NetConfigError(f"{desc}: another layer is already named '{lp.name}'; layer names must be unique")
-            seen_names.add(lp.name)
+            # Caffe allows two layers with one name (its autoencoder example has two 'loss'
+            # layers); weights are matched by name, so such layers should hold no parameters.
             cls = LAYERS.get(lp.type, where=f"{loc}layer '{lp.name}': ")
             layer = cls(lp, where=loc)
             bottoms, tops = [], []

@@ -82,8 +82,7 @@ def _valid_range(off, stride, out_len, in_len):
         hi = 0
     elif last // stride + 1 < hi:
         hi = last // stride + 1
-    if lo > hi:
-        lo = hi
+    lo = min(lo, hi)
     return lo, hi
 
 
@@ -129,7 +128,6 @@ def im2col_batch(x, geom, out_col):
     P = OH * OW
     K = geom[G_C] * kh * kw
     usw = _U(sw)
-    zero = np.float32(0.0)
     for r in prange(K):
         c = r // (kh * kw)
         i = (r // kw) % kh
@@ -239,7 +237,6 @@ def im2row_batch(x, geom, out_rows):
     OW = geom[G_OW]
     P = OH * OW
     udw = _U(dw)
-    zero = np.float32(0.0)
     for n in prange(N):
         xn = x[n]
         for oh in range(OH):

@@ -3,6 +3,7 @@ is reported with the iteration, test nets share the trained weights, logs keep C
 import logging
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,15 +65,27 @@ def test_snapshot_restore_is_bit_exact(tmp_path):
     assert full.current_step == resumed.current_step == 2
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_nan_loss_raises_with_iteration(tmp_path):
     path = write_solver(tmp_path, tmp_path / "snap", "")
-    text = open(path).read().replace("base_lr: 0.05", "base_lr: 1e30")
-    open(path, "w").write(text)
+    text = Path(path).read_text().replace("base_lr: 0.05", "base_lr: 1e30")
+    Path(path).write_text(text)
     solver = get_solver(path)
     with pytest.raises(TrainingDivergedError, match=r"Iteration 1: loss is (inf|nan); first produced by .*"
                                                     r"The last good snapshot is none"):
         solver.solve()
     assert not [f for f in os.listdir(tmp_path) if f.startswith("snap")]  # nothing diverged was saved
+
+
+def test_weights_field_loads_a_caffemodel(tmp_path):
+    first = get_solver(write_solver(tmp_path / "a", tmp_path / "a" / "snap"))
+    first.step(2)
+    model, _ = first.snapshot()
+    second = get_solver(write_solver(tmp_path / "b", tmp_path / "b" / "snap", f'weights: "{model}"\n'))
+    for a, b in zip(weights(first.net), weights(second.net)):
+        assert np.array_equal(a, b)
+    for a, b in zip(first.net.params["ip"], second.test_nets[0].params["ip"]):
+        assert np.array_equal(a.data, b.data)
 
 
 def test_test_net_shares_weights_and_logs(tmp_path, logs):

@@ -2,6 +2,7 @@
 sidecar, atomic writes, restore -> continue == uninterrupted, and clear errors."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,14 +31,14 @@ def test_solverstate_round_trip(tmp_path, rule):
     assert sorted(os.listdir(tmp_path)) == ["snap_iter_3.caffemodel", "snap_iter_3.solverstate",
                                             "snap_iter_3.solverstate.rng"]  # no temp files left
     state = caffe_pb2.SolverState()
-    state.ParseFromString(open(state_path, "rb").read())
+    state.ParseFromString(Path(state_path).read_bytes())
     assert state.iter == 3 and state.learned_net == model and state.current_step == 1
     n = len(net.learnable_params)
     assert len(state.history) == n * solver.num_history_sets
     for h, bp in zip(solver.history, state.history):  # first moments of every param, then second
         assert tuple(bp.shape.dim) == h.shape
         assert np.array_equal(np.asarray(bp.data, np.float32).reshape(h.shape), h.data)
-    assert json.load(open(state_path + ".rng"))["iter"] == 3
+    assert json.loads(Path(state_path + ".rng").read_text())["iter"] == 3
 
     other, other_net = make(tmp_path, rule)
     other.restore(state_path)
