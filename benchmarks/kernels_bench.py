@@ -2,7 +2,7 @@
 
     python benchmarks/kernels_bench.py [--calls 200] [--threads N] [--compile]
 
-Prints ms per call (best of 3 runs of ``--calls`` calls, after warm-up) for im2col/col2im in both
+Prints ms per call (best of 5 runs of ``--calls`` calls, after warm-up) for im2col/col2im in both
 layouts, a whole convolution pass (kernels + GEMMs + NCHW transposes) in each layout, and the
 pooling kernels.  ``--compile`` also measures each kernel's first-call time in fresh processes,
 with an empty cache and with a warm one.
@@ -14,13 +14,13 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-import argparse  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -39,7 +39,7 @@ def timeit(fn, calls):
     for _ in range(5):
         fn()
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(calls):
             fn()
@@ -48,95 +48,101 @@ def timeit(fn, calls):
 
 
 def bench_conv(calls):
+    return [(name, _bench_one_conv(shape, calls)) for name, shape in CONVS.items()]
+
+
+def _bench_one_conv(shape, calls):
+    """Each kernel alone, the GEMMs, and a whole pass per layout (kernels + GEMMs + the copies
+    between the GEMM's layout and the NCHW blobs)."""
     from pycaffe_lite.kernels import im2col as K
 
+    N, C, H, W, Cout, k = shape
     rng = np.random.default_rng(0)
-    rows = []
-    for name, (N, C, H, W, Cout, k) in CONVS.items():
-        g = K.make_geom(C, H, W, k, k)
-        OH, OW = int(g[K.G_OH]), int(g[K.G_OW])
-        P, KK = OH * OW, C * k * k
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        Wm = rng.standard_normal((Cout, KK), dtype=np.float32)
-        dW = np.zeros_like(Wm)
-        top = np.empty((N, Cout, OH, OW), np.float32)
-        top_diff = rng.standard_normal(top.shape, dtype=np.float32)
-        dx = np.empty_like(x)
-        col = np.empty((KK, N * P), np.float32)
-        rws = np.empty((N * P, KK), np.float32)
-        y_cq = np.empty((Cout, N * P), np.float32)   # layout A GEMM output
-        y_qc = np.empty((N * P, Cout), np.float32)   # layout B GEMM output
-        td_cq = np.empty((Cout, N * P), np.float32)
-        td_qc = np.empty((N * P, Cout), np.float32)
-        top3 = top.reshape(N, Cout, P)
-        td3 = top_diff.reshape(N, Cout, P)
+    g = K.make_geom(C, H, W, k, k)
+    OH, OW = int(g[K.G_OH]), int(g[K.G_OW])
+    P, KK = OH * OW, C * k * k
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    Wm = rng.standard_normal((Cout, KK), dtype=np.float32)
+    dW = np.zeros_like(Wm)
+    top = np.empty((N, Cout, OH, OW), np.float32)
+    top_diff = rng.standard_normal(top.shape, dtype=np.float32)
+    dx = np.empty_like(x)
+    col = np.empty((KK, N * P), np.float32)
+    rws = np.empty((N * P, KK), np.float32)
+    y_cq = np.empty((Cout, N * P), np.float32)   # layout A GEMM output
+    y_qc = np.empty((N * P, Cout), np.float32)   # layout B GEMM output
+    td_cq = np.empty((Cout, N * P), np.float32)
+    td_qc = np.empty((N * P, Cout), np.float32)
+    top3 = top.reshape(N, Cout, P)
+    td3 = top_diff.reshape(N, Cout, P)
 
-        def fwd_a():
-            K.im2col_batch(x, g, col)
-            np.matmul(Wm, col, out=y_cq)
-            np.copyto(top3, y_cq.reshape(Cout, N, P).transpose(1, 0, 2))
+    def fwd_a():
+        K.im2col_batch(x, g, col)
+        np.matmul(Wm, col, out=y_cq)
+        np.copyto(top3, y_cq.reshape(Cout, N, P).transpose(1, 0, 2))
 
-        def bwd_a():
-            np.copyto(td_cq.reshape(Cout, N, P), td3.transpose(1, 0, 2))
-            dW[...] += td_cq @ col.T
-            dcol = Wm.T @ td_cq
-            K.col2im_batch(dcol, g, dx)
+    def bwd_a():
+        np.copyto(td_cq.reshape(Cout, N, P), td3.transpose(1, 0, 2))
+        dW[...] += td_cq @ col.T
+        dcol = Wm.T @ td_cq
+        K.col2im_batch(dcol, g, dx)
 
-        def fwd_b():
-            K.im2row_batch(x, g, rws)
-            np.matmul(rws, Wm.T, out=y_qc)
-            np.copyto(top3, y_qc.reshape(N, P, Cout).transpose(0, 2, 1))
+    def fwd_b():
+        K.im2row_batch(x, g, rws)
+        np.matmul(rws, Wm.T, out=y_qc)
+        np.copyto(top3, y_qc.reshape(N, P, Cout).transpose(0, 2, 1))
 
-        def bwd_b():
-            np.copyto(td_qc.reshape(N, P, Cout), td3.transpose(0, 2, 1))
-            dW[...] += td_qc.T @ rws
-            drows = td_qc @ Wm
-            K.row2im_batch(drows, g, dx)
+    def bwd_b():
+        np.copyto(td_qc.reshape(N, P, Cout), td3.transpose(0, 2, 1))
+        dW[...] += td_qc.T @ rws
+        drows = td_qc @ Wm
+        K.row2im_batch(drows, g, dx)
 
-        dcol = np.ascontiguousarray(rng.standard_normal(col.shape, dtype=np.float32))
-        drws = np.ascontiguousarray(dcol.T)
-        r = {
-            "im2col_batch": timeit(lambda: K.im2col_batch(x, g, col), calls),
-            "col2im_batch": timeit(lambda: K.col2im_batch(dcol, g, dx), calls),
-            "im2row_batch": timeit(lambda: K.im2row_batch(x, g, rws), calls),
-            "row2im_batch": timeit(lambda: K.row2im_batch(drws, g, dx), calls),
-            "gemm W@col (A fwd)": timeit(lambda: np.matmul(Wm, col, out=y_cq), calls),
-            "gemm rows@W.T (B fwd)": timeit(lambda: np.matmul(rws, Wm.T, out=y_qc), calls),
-            "NCHW<-(Cout,N*P) copy": timeit(
-                lambda: np.copyto(top3, y_cq.reshape(Cout, N, P).transpose(1, 0, 2)), calls),
-            "NCHW<-(N*P,Cout) copy": timeit(
-                lambda: np.copyto(top3, y_qc.reshape(N, P, Cout).transpose(0, 2, 1)), calls),
-            "pass A fwd": timeit(fwd_a, calls),
-            "pass A bwd": timeit(bwd_a, calls),
-            "pass B fwd": timeit(fwd_b, calls),
-            "pass B bwd": timeit(bwd_b, calls),
-        }
-        rows.append((name, r))
-    return rows
+    dcol = np.ascontiguousarray(rng.standard_normal(col.shape, dtype=np.float32))
+    drws = np.ascontiguousarray(dcol.T)
+    r = {
+        "im2col_batch": timeit(lambda: K.im2col_batch(x, g, col), calls),
+        "col2im_batch": timeit(lambda: K.col2im_batch(dcol, g, dx), calls),
+        "im2row_batch": timeit(lambda: K.im2row_batch(x, g, rws), calls),
+        "row2im_batch": timeit(lambda: K.row2im_batch(drws, g, dx), calls),
+        "gemm W@col (A fwd)": timeit(lambda: np.matmul(Wm, col, out=y_cq), calls),
+        "gemm rows@W.T (B fwd)": timeit(lambda: np.matmul(rws, Wm.T, out=y_qc), calls),
+        "NCHW<-(Cout,N*P) copy": timeit(
+            lambda: np.copyto(top3, y_cq.reshape(Cout, N, P).transpose(1, 0, 2)), calls),
+        "NCHW<-(N*P,Cout) copy": timeit(
+            lambda: np.copyto(top3, y_qc.reshape(N, P, Cout).transpose(0, 2, 1)), calls),
+        "pass A fwd": timeit(fwd_a, calls),
+        "pass A bwd": timeit(bwd_a, calls),
+        "pass B fwd": timeit(fwd_b, calls),
+        "pass B bwd": timeit(bwd_b, calls),
+    }
+    return r
 
 
 def bench_pool(calls):
+    return [(name, _bench_one_pool(shape, calls)) for name, shape in POOLS.items()]
+
+
+def _bench_one_pool(shape, calls):
     from pycaffe_lite.kernels import pooling as P
 
+    N, C, H, W, k, s = shape
     rng = np.random.default_rng(0)
-    rows = []
-    for name, (N, C, H, W, k, s) in POOLS.items():
-        g = P.make_pool_geom(H, W, k, k, s, s)
-        OH, OW = int(g[P.P_OH]), int(g[P.P_OW])
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        y = np.empty((N, C, OH, OW), np.float32)
-        mask = np.empty(y.shape, np.int32)
-        td = rng.standard_normal(y.shape, dtype=np.float32)
-        dx = np.empty_like(x)
-        P.max_pool_forward(x, g, y, mask)
-        r = {
-            "max_pool_forward": timeit(lambda: P.max_pool_forward(x, g, y, mask), calls),
-            "max_pool_backward": timeit(lambda: P.max_pool_backward(td, mask, g, dx), calls),
-            "ave_pool_forward": timeit(lambda: P.ave_pool_forward(x, g, y), calls),
-            "ave_pool_backward": timeit(lambda: P.ave_pool_backward(td, g, dx), calls),
-        }
-        rows.append((name, r))
-    return rows
+    g = P.make_pool_geom(H, W, k, k, s, s)
+    OH, OW = int(g[P.P_OH]), int(g[P.P_OW])
+    x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+    y = np.empty((N, C, OH, OW), np.float32)
+    mask = np.empty(y.shape, np.int32)
+    td = rng.standard_normal(y.shape, dtype=np.float32)
+    dx = np.empty_like(x)
+    P.max_pool_forward(x, g, y, mask)
+    r = {
+        "max_pool_forward": timeit(lambda: P.max_pool_forward(x, g, y, mask), calls),
+        "max_pool_backward": timeit(lambda: P.max_pool_backward(td, mask, g, dx), calls),
+        "ave_pool_forward": timeit(lambda: P.ave_pool_forward(x, g, y), calls),
+        "ave_pool_backward": timeit(lambda: P.ave_pool_backward(td, g, dx), calls),
+    }
+    return r
 
 
 _FIRST_CALL = r"""
@@ -181,8 +187,7 @@ def bench_compile():
         for label in ("empty cache", "warm cache"):
             res = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                                  capture_output=True, text=True)
-            out[label] = dict((ln.split()[0], float(ln.split()[1]))
-                              for ln in res.stdout.splitlines())
+            out[label] = {ln.split()[0]: float(ln.split()[1]) for ln in res.stdout.splitlines()}
     return out
 
 

@@ -46,7 +46,7 @@ def cmd_train(args) -> int:
     finally:
         if progress is not None:
             progress.close()
-    return 0
+    return 130 if getattr(solver, "interrupted", False) else 0
 
 
 def cmd_test(args) -> int:
@@ -172,8 +172,8 @@ def _progress_bar(solver):
 
     from .log import route_logging_through
 
-    bar = tqdm(total=solver.param.max_iter, initial=solver.iter, unit="iter", dynamic_ncols=True, leave=False)
-    route_logging_through(tqdm.write)
+    bar = tqdm(total=solver.param.max_iter, file=sys.stderr, initial=solver.iter, unit="iter", dynamic_ncols=True, leave=False)
+    route_logging_through(lambda s: tqdm.write(s, file=sys.stderr))
 
     def progress(it: int, max_iter: int, loss: float) -> None:
         bar.n = it

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, TypeVar
 
-from .errors import NetConfigError, PliteError
+from .errors import NetConfigError, PliteError, SolverConfigError
 
 T = TypeVar("T")
 
@@ -57,9 +57,9 @@ class Registry:
 
 
 LAYERS = Registry("layer type")
-SOLVERS = Registry("solver type")
+SOLVERS = Registry("solver type", SolverConfigError)
 FILLERS = Registry("filler type")
-LR_POLICIES = Registry("lr_policy")
+LR_POLICIES = Registry("lr_policy", SolverConfigError)
 
 
 def register_layer(type_name: str, v1: str | None = None):

@@ -11,17 +11,22 @@ Caffe, ``k = c*kh*kw + i*kw + j`` (so a Caffe weight blob ``(Cout, C, kh, kw)`` 
 
 Two layouts of the same matrix, each with its adjoint:
 
-``im2col_batch`` / ``col2im_batch`` -- ``col (K, N*P)``, ``col[k, q]``
-    Caffe's per-image column buffer, images concatenated along columns.  Forward for group g:
-    ``W_g (Cout_g, K_g) @ col_g -> (Cout_g, N*P)``, then transpose to ``(N, Cout, OH, OW)``.
+``im2col_batch`` / ``col2im_batch`` -- ``col (K, N*P)``, ``col[k, q]``.  **The Convolution layer
+    should use this one.**  Caffe's per-image column buffer, images concatenated along columns.
+    Forward for group g (rows ``g*K_g:(g+1)*K_g`` of col, ``K_g = C/group*kh*kw``):
+    ``W_g (Cout_g, K_g) @ col_g -> (Cout_g, N*P)``, then one copy to ``(N, Cout, OH, OW)``.
+    Backward: ``dW_g += dy_g @ col_g.T``; ``dcol_g = W_g.T @ dy_g``; col2im; with
+    ``dy (Cout, N*P)`` one copy of top_diff ``(N, Cout, P)`` transposed to ``(Cout, N, P)``.
 
-``im2row_batch`` / ``row2im_batch`` -- ``rows (N*P, K)``, ``rows[q, k]``  (= ``col.T``)
-    Forward: ``rows @ W^T -> (N*P, Cout)``, i.e. NHWC, or ``W @ rows.T -> (Cout, N*P)`` since
-    BLAS takes the transpose for free.
+``im2row_batch`` / ``row2im_batch`` -- ``rows (N*P, K)``, ``rows[q, k]``  (= ``col.T``).
+    Forward: ``rows @ W.T -> (N*P, Cout)`` (NHWC order), then a copy to NCHW.  Measured
+    slower end to end with NCHW blobs (benchmarks/kernels_bench.py, LeNet, batch 64: im2row
+    costs more than im2col and the (N*P, Cout) -> NCHW copy more than (Cout, N*P) -> NCHW,
+    which outweighs its slightly faster GEMM for conv2); kept as the tested alternative.
 
 Zero padding.  Element ``(k, q)`` reads ``x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]``, or
 0 when that falls outside the image.  The col2im/row2im adjoints sum every contribution to an
-input pixel in increasing ``k`` order, Caffe's col2im order, so results match Caffe's bit for bit.
+input pixel in increasing ``k`` order, the order of Caffe's col2im.
 """
 from __future__ import annotations
 
@@ -56,11 +61,11 @@ def make_geom(C: int, H: int, W: int, kh: int, kw: int, sh: int = 1, sw: int = 1
         empty.  (Layers should check first and raise a ShapeError naming the layer; this is the
         last guard that keeps the kernels from writing out of bounds.)
     """
-    vals = dict(C=C, H=H, W=W, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw)
+    vals = {"C": C, "H": H, "W": W, "kh": kh, "kw": kw, "sh": sh, "sw": sw, "dh": dh, "dw": dw}
     bad = {k: v for k, v in vals.items() if int(v) < 1}
     if bad or ph < 0 or pw < 0:
         raise ValueError(f"convolution geometry: sizes, kernel, stride and dilation must be >= 1"
-                         f" and pads >= 0; got {dict(vals, ph=ph, pw=pw)}")
+                         f" and pads >= 0; got {vals | {'ph': ph, 'pw': pw}}")
     OH = conv_out_size(H, kh, ph, sh, dh)
     OW = conv_out_size(W, kw, pw, sw, dw)
     if OH < 1 or OW < 1:
@@ -89,8 +94,9 @@ def _valid_range(off, stride, out_len, in_len):
 # Hot loops index with unsigned integers (``_U``): with signed indices Numba adds a
 # negative-index wraparound test to every access, which blocks vectorisation and made these
 # kernels 4-5x slower (measured: conv2 im2col 2.7 -> 0.55 ms single-threaded).  Every
-# unsigned index below is non-negative by construction (``_valid_range``).  Keep all operands of
-# an index expression unsigned: Numba types uint64 (op) int64 as float64.
+# unsigned index below is non-negative by construction (``_valid_range``; the start offsets are
+# clamped at 0 for the empty ranges where they are unused).  Keep all operands of an index
+# expression unsigned: Numba types uint64 (op) int64 as float64.
 _U = np.uint64
 
 
@@ -149,7 +155,7 @@ def im2col_batch(x, geom, out_col):
                 _zero(row, b, b + ow_lo)
                 _zero(row, b + ow_hi, b + OW)
                 ub = _U(b + ow_lo)
-                us = _U(ow_lo * sw + woff)             # first valid source column, >= 0
+                us = _U(max(ow_lo * sw + woff, 0))     # first valid source column
                 if sw == 1:
                     for t in range(_U(0), nvalid):
                         row[ub + t] = src[us + t]
@@ -202,7 +208,7 @@ def col2im_batch(col, geom, out_x):
                 woff = j * dw - pw
                 ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
                 nvalid = _U(ow_hi - ow_lo)
-                ud = _U(ow_lo * sw + woff)             # first valid target column, >= 0
+                ud = _U(max(ow_lo * sw + woff, 0))     # first valid target column
                 row = col[(c * kh + i) * kw + j]
                 for n in range(n0, n1):
                     xc = out_x[n, c]
@@ -245,7 +251,7 @@ def im2row_batch(x, geom, out_rows):
                 w0 = ow * sw - pw
                 j_lo, j_hi = _valid_range(w0, dw, kw, W)
                 nvalid = _U(j_hi - j_lo)
-                us = _U(w0 + j_lo * dw)                 # first valid source column, >= 0
+                us = _U(max(w0 + j_lo * dw, 0))         # first valid source column
                 for c in range(C):
                     xc = xn[c]
                     for i in range(kh):
@@ -303,6 +309,6 @@ def row2im_batch(rows, geom, out_x):
                     for oh in range(oh_lo, oh_hi):
                         dst = xc[oh * sh + hoff]
                         uq = _U(oh * OW + ow_lo)
-                        ud = _U(ow_lo * sw + woff)
+                        ud = _U(max(ow_lo * sw + woff, 0))
                         for t in range(_U(0), nvalid):
                             dst[ud + t * usw] += colk[uq + t]

@@ -12,8 +12,9 @@ Arrays are NCHW float32: ``x`` / ``bottom_diff`` ``(N, C, H, W)``; ``y`` / ``top
 Windows (per axis, shown for h; ``hs0 = oh*sh - ph``):
 
 * MAX: ``[max(hs0, 0), min(hs0 + kh, H))``; the first maximum in row-major order wins
-  (strict ``>``, starting from ``-FLT_MAX``, index -1: a window with no pixel yields
-  ``-FLT_MAX`` and mask -1, which backward skips).
+  (strict ``>``, starting from ``-FLT_MAX`` and index -1).  Without padding and with
+  stride > kernel, Caffe's ceil can leave a last window with no pixel: it yields ``-FLT_MAX``
+  and mask -1, which backward skips (AVE yields 0/0 = NaN there, as in Caffe).
 * AVE: ``hend = min(hs0 + kh, H + ph)``; ``pool_size = (hend - hs0) * (wend - ws0)`` counts
   the padding; the sum runs over the window clipped to the image; ``y = sum / pool_size``.
 
@@ -33,8 +34,8 @@ POOL_GEOM_LEN = 10
 _NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
 
 # Element accesses in hot loops index with ``_U(...)`` (unsigned, non-negative by construction):
-# a signed index makes Numba test for negative wraparound on every access, which measured 2-5x
-# slower in these kernels.
+# a signed index makes Numba test for negative wraparound on every access (~20% of MAX forward
+# on LeNet's pool1; 4-5x in im2col, see kernels/im2col.py).
 _U = np.uint64
 
 
@@ -69,7 +70,7 @@ def make_pool_geom(H: int, W: int, kh: int, kw: int, sh: int = 1, sw: int = 1,
         or the output would be empty.  Layers should check first and raise a ShapeError
         naming the layer; this is the last guard that keeps the kernels in bounds.
     """
-    vals = dict(H=H, W=W, kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw)
+    vals = {"H": H, "W": W, "kh": kh, "kw": kw, "sh": sh, "sw": sw, "ph": ph, "pw": pw}
     if min(H, W, kh, kw, sh, sw) < 1 or ph < 0 or pw < 0 or ph >= kh or pw >= kw:
         raise ValueError(f"pooling geometry: sizes, kernel and stride must be >= 1 and"
                          f" 0 <= pad < kernel; got {vals}")

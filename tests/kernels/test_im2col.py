@@ -25,6 +25,7 @@ CASES = {
     "size1": (1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1),
     "size1_padded": (1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1),
     "size1_kernel_covers_pad": (1, 1, 1, 1, 3, 2, 2, 2, 1, 1, 1, 1),
+    "kernel_wider_than_image": (1, 1, 2, 1, 2, 7, 1, 2, 0, 3, 1, 1),  # some taps never hit
 }
 
 
