@@ -82,3 +82,35 @@ def test_upgrade_v1_file(tmp_path):
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "out.prototxt").read_text()
     assert 'type: "Convolution"' in text and "lr_mult: 2" in text
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "bad.prototxt").write_text('layer { name: "a" type: "Nope" top: "x" }\n')
+    r = plite("--debug", "time", "--model", "bad.prototxt", cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "unknown layer type 'Nope'" in r.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_snapshots_and_stops(workdir):
+    import signal
+    import time
+
+    (workdir / "long.prototxt").write_text(
+        (workdir / "solver.prototxt").read_text().replace("max_iter: 40", "max_iter: 100000")
+        .replace('snapshot_prefix: "snap/lenet"', 'snapshot_prefix: "int/lenet"').replace("display: 10", "display: 1"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", "long.prototxt"],
+                         cwd=workdir, env=env, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.time() + 300
+    while "Iteration 5 " not in seen and time.time() < deadline:
+        line = p.stderr.readline()
+        if not line:
+            break
+        seen += line
+    p.send_signal(signal.SIGINT)
+    rest, _ = p.communicate(timeout=120)
+    assert p.returncode == 130, seen + rest
+    snaps = list((workdir / "int").glob("lenet_iter_*.caffemodel"))
+    assert len(snaps) == 1 and (workdir / "int" / (snaps[0].stem + ".solverstate")).exists()
+    assert not list((workdir / "int").glob("*.tmp"))
