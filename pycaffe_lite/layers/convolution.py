@@ -145,7 +145,8 @@ class ConvolutionLayer(Layer):
             if self.bias_term and self.param_propagate_down[1]:
                 self.blobs[1].diff += self.out_diff.sum(axis=1)
             if self.param_propagate_down[0]:
-                im2col_batch(b.data, self.geom, self.col)  # the forward's col may belong to another bottom
+                if len(bottom) > 1:  # with one bottom the forward's col is still this bottom's
+                    im2col_batch(b.data, self.geom, self.col)
                 for g in range(G):
                     dW2[g * Og:(g + 1) * Og] += self.out_diff[g * Og:(g + 1) * Og] @ self.col[g * Kg:(g + 1) * Kg].T
             if propagate_down[i]:
