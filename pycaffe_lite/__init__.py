@@ -4,7 +4,6 @@ Write a net as prototxt, build it with :class:`Net`, train it with a solver from
 :func:`get_solver`; caffemodels and solverstates are byte-compatible with BVLC Caffe.
 """
 from . import _threads  # noqa: F401  (must run before numpy/numba are imported)
-
 from .blob import Blob
 from .errors import (
     DataError,
@@ -21,18 +20,18 @@ from .rng import set_random_seed
 __version__ = "0.1.0"
 
 __all__ = [
-    "Blob",
-    "Layer",
-    "TRAIN",
     "TEST",
-    "set_random_seed",
+    "TRAIN",
+    "Blob",
+    "DataError",
+    "Layer",
+    "NetConfigError",
     "PliteError",
     "PrototxtSyntaxError",
-    "NetConfigError",
     "ShapeError",
     "SolverConfigError",
-    "DataError",
     "TrainingDivergedError",
+    "set_random_seed",
 ]
 
 

@@ -1,7 +1,7 @@
 """Blob: the n-d float32 array pair (data, diff) that layers read and write."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -18,7 +18,7 @@ class Blob:
     NumPy views of that storage (write into them with ``blob.data[...] = x``).
     """
 
-    __slots__ = ("_shape", "_data_buf", "_diff_buf", "_data", "_diff", "name")
+    __slots__ = ("_data", "_data_buf", "_diff", "_diff_buf", "_shape", "name")
 
     def __init__(self, shape: Iterable[int] = (), name: str = "") -> None:
         self.name = name
@@ -47,7 +47,7 @@ class Blob:
         self._data = self._data_buf[:count].reshape(shape)
         self._diff = self._diff_buf[:count].reshape(shape)
 
-    def reshape_like(self, other: "Blob") -> None:
+    def reshape_like(self, other: Blob) -> None:
         self.reshape(other.shape)
 
     @property
@@ -102,14 +102,14 @@ class Blob:
     def diff(self, value) -> None:
         self._diff[...] = value
 
-    def share_data(self, other: "Blob") -> None:
+    def share_data(self, other: Blob) -> None:
         """Use ``other``'s data storage (same count); Caffe's ShareData for Split/Flatten."""
         if other.count() != self.count():
             raise ShapeError(f"cannot share data of '{other.name}' {other.shape} with '{self.name}' {self.shape}")
         self._data_buf = other._data_buf
         self._data = other._data.reshape(self._shape)
 
-    def share_diff(self, other: "Blob") -> None:
+    def share_diff(self, other: Blob) -> None:
         if other.count() != self.count():
             raise ShapeError(f"cannot share diff of '{other.name}' {other.shape} with '{self.name}' {self.shape}")
         self._diff_buf = other._diff_buf

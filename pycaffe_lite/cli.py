@@ -11,13 +11,13 @@ print one actionable message and exit 1; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
-from . import _threads  # noqa: F401  (before numpy/numba)
-
 import argparse
 import logging
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
+
+from . import _threads  # noqa: F401  (before numpy/numba)
 
 log = logging.getLogger("pycaffe_lite")
 

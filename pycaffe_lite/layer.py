@@ -14,7 +14,7 @@ Conventions every layer follows:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

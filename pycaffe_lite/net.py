@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -31,9 +31,7 @@ def state_meets_rule(state, rule) -> bool:
     stages = set(state.stage)
     if any(s not in stages for s in rule.stage):
         return False
-    if any(s in stages for s in rule.not_stage):
-        return False
-    return True
+    return not any(s in stages for s in rule.not_stage)
 
 
 def layer_included(state, layer_param) -> bool:
@@ -310,12 +308,11 @@ class Net:
                     f"layer '{self.layer_names[owner_li]}'"
                     + (" (share_mode PERMISSIVE only needs equal counts)" if strict else "")
                 )
-            if spec.HasField("lr_mult"):
-                if self.params_lr[learn_idx] != spec.lr_mult:
-                    raise NetConfigError(
-                        f"{desc}: shared parameter '{name}' has lr_mult {spec.lr_mult} here but "
-                        f"{self.params_lr[learn_idx]} in layer '{self.layer_names[owner_li]}'"
-                    )
+            if spec.HasField("lr_mult") and self.params_lr[learn_idx] != spec.lr_mult:
+                raise NetConfigError(
+                    f"{desc}: shared parameter '{name}' has lr_mult {spec.lr_mult} here but "
+                    f"{self.params_lr[learn_idx]} in layer '{self.layer_names[owner_li]}'"
+                )
             if spec.HasField("decay_mult") and self.params_weight_decay[learn_idx] != spec.decay_mult:
                 raise NetConfigError(
                     f"{desc}: shared parameter '{name}' has decay_mult {spec.decay_mult} here but "
@@ -446,7 +443,7 @@ class Net:
             b.update()
 
     @property
-    def params(self) -> "OrderedDict[str, list[Blob]]":
+    def params(self) -> OrderedDict[str, list[Blob]]:
         return OrderedDict((n, l.blobs) for n, l in zip(self.layer_names, self.layers) if l.blobs)
 
     def first_nonfinite(self) -> str | None:

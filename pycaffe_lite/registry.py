@@ -7,7 +7,8 @@ name lists the known ones.
 from __future__ import annotations
 
 import difflib
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .errors import NetConfigError, PliteError, SolverConfigError
 

@@ -7,7 +7,7 @@ within ``kink_range`` of ``kink`` skipped (non-differentiable points of ReLU-lik
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

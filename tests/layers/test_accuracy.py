@@ -3,9 +3,10 @@ top, axis, errors.  No gradient (it is exempt in test_gradient_coverage)."""
 
 import numpy as np
 import pytest
-from layer_test_template import backward, forward, random_blob, setup_layer
 
 from pycaffe_lite.errors import DataError, NetConfigError, ShapeError
+
+from .layer_test_template import backward, forward, random_blob, setup_layer
 
 GRADIENT_CHECKED: set[str] = set()
 

@@ -24,7 +24,7 @@ def blob(shape, seed=0):
 
 
 def reference(x, w, b, stride, pad, dil, group):
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     O, Cg, kh, kw = w.shape
     sh, sw = stride
     ph, pw = pad

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,17 +34,8 @@ def _import_every_layer_module() -> None:
 
 
 def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(f"_gradient_coverage_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    added = str(HERE) not in sys.path
-    if added:  # the test modules import layer_test_template from this folder
-        sys.path.insert(0, str(HERE))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if added:
-            sys.path.remove(str(HERE))
-    return module
+    """Import a test module of this folder as part of the tests package."""
+    return importlib.import_module(f"{__package__}.{path.stem}")
 
 
 @pytest.fixture(scope="module")

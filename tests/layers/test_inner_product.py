@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from layer_test_template import backward, forward, make_layer, random_blob, setup_layer
 
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import NetConfigError, ShapeError
 from pycaffe_lite.testing import check_gradient
+
+from .layer_test_template import backward, forward, make_layer, random_blob, setup_layer
 
 GRADIENT_CHECKED = {"InnerProduct"}
 

@@ -3,10 +3,11 @@ Neither has a backward."""
 
 import numpy as np
 import pytest
-from layer_test_template import forward, setup_layer
 
 from pycaffe_lite.errors import NetConfigError
 from pycaffe_lite.rng import set_random_seed
+
+from .layer_test_template import forward, setup_layer
 
 GRADIENT_CHECKED: set[str] = set()
 

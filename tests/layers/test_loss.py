@@ -4,10 +4,11 @@ Euclidean), label errors."""
 
 import numpy as np
 import pytest
-from layer_test_template import backward, blob_from, forward, random_blob, setup_layer
 
 from pycaffe_lite.errors import DataError, NetConfigError, ShapeError
 from pycaffe_lite.testing import check_gradient
+
+from .layer_test_template import backward, blob_from, forward, random_blob, setup_layer
 
 GRADIENT_CHECKED = {"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss"}
 

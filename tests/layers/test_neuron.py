@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from layer_test_template import assert_in_place_matches, backward, forward, setup_layer
 
 from pycaffe_lite.errors import NetConfigError
 from pycaffe_lite.rng import set_random_seed
 from pycaffe_lite.testing import check_gradient
+
+from .layer_test_template import assert_in_place_matches, backward, forward, setup_layer
 
 GRADIENT_CHECKED = {"ReLU", "Sigmoid", "TanH", "Dropout"}
 

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from layer_test_template import assert_in_place_matches, forward, setup_layer
 
 from pycaffe_lite.errors import ShapeError
 from pycaffe_lite.testing import check_gradient
+
+from .layer_test_template import assert_in_place_matches, forward, setup_layer
 
 GRADIENT_CHECKED = {"Softmax"}
 

@@ -3,11 +3,12 @@ import math
 
 import numpy as np
 import pytest
-from solver_fakes import FakeNet, solver_param
 
 from pycaffe_lite.errors import SolverConfigError
 from pycaffe_lite.solvers import get_solver
 from pycaffe_lite.solvers.lr_policy import learning_rate
+
+from .solver_fakes import FakeNet, solver_param
 
 f32 = lambda x: float(np.float32(x))
 

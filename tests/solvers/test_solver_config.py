@@ -1,9 +1,10 @@
 """Solver set-up errors: every message names the solver file and what to change."""
 import pytest
-from solver_fakes import FakeNet, solver_param
 
 from pycaffe_lite.errors import SolverConfigError
 from pycaffe_lite.solvers import get_solver
+
+from .solver_fakes import FakeNet, solver_param
 
 
 def test_no_train_net_names_the_file_and_fields(tmp_path):

@@ -1,9 +1,10 @@
 """The iteration loop: callbacks, progress hook, smoothed loss over average_loss."""
 import numpy as np
 import pytest
-from solver_fakes import FakeNet, solver_param
 
 from pycaffe_lite.solvers import get_solver
+
+from .solver_fakes import FakeNet, solver_param
 
 
 def test_callbacks_and_progress_order():

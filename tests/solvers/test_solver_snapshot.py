@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from solver_fakes import FakeNet, solver_param
 
 from pycaffe_lite.errors import DataError, SolverConfigError
 from pycaffe_lite.proto import caffe_pb2
 from pycaffe_lite.solvers import get_solver
+
+from .solver_fakes import FakeNet, solver_param
 
 BASE = 'base_lr: 0.05 lr_policy: "multistep" gamma: 0.5 stepvalue: 2 weight_decay: 0.01 max_iter: 6 '
 

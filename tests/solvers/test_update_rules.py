@@ -3,9 +3,10 @@ steps, on a fake net with two parameters (lr_mult 1 and 2, decay_mult 1 and 0); 
 decay (L2, L1 with sign(0) = 0), gradient clipping and iter_size normalization."""
 import numpy as np
 import pytest
-from solver_fakes import FakeNet, reference_run, solver_param
 
 from pycaffe_lite.solvers import SOLVERS, get_solver
+
+from .solver_fakes import FakeNet, reference_run, solver_param
 
 RULES = {
     "SGD": "momentum: 0.9",
