@@ -504,7 +504,7 @@ def _read_solver_text(text: str, filename: str | None) -> ParsedSolver:
     root = _scan(text)
     _check_required(solver, root, filename)
     field_lines = root.first_lines()
-    _upgrade_solver_type(solver, filename, field_lines.get("solver_type"))
+    upgrade_solver_type(solver, filename, field_lines.get("solver_type"))
     for name in ("net_param", "train_net_param"):
         if solver.HasField(name):
             _upgrade_net(getattr(solver, name), None, None, filename)
@@ -1002,7 +1002,10 @@ def _upgrade_input(
 # Solver upgrade
 
 
-def _upgrade_solver_type(solver: caffe_pb2.SolverParameter, filename: str | None, line: int | None) -> None:
+def upgrade_solver_type(
+    solver: caffe_pb2.SolverParameter, filename: str | None = None, line: int | None = None
+) -> None:
+    """Turn the legacy ``solver_type`` enum into ``type`` in place (both given must agree)."""
     if not solver.HasField("solver_type"):
         return
     enum_name = caffe_pb2.SolverParameter.SolverType.Name(solver.solver_type)

@@ -52,14 +52,13 @@ import numpy as np
 
 from ..blob import Blob, proto_shape, proto_values
 from ..errors import DataError, NetConfigError, ShapeError, SolverConfigError, TrainingDivergedError, where
+from ..io.prototxt import upgrade_solver_type
 from ..kernels import solver_updates as K
 from ..log import cfmt, logger
 from .lr_policy import learning_rate
 
 TRAIN, TEST = 0, 1
 
-# SolverParameter.solver_type (legacy enum) -> type string
-LEGACY_SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
 SIDECAR_SUFFIX = ".rng"
 SIDECAR_FORMAT = "pycaffe_lite.solverstate.rng/1"
 
@@ -67,22 +66,6 @@ ProgressFn = Callable[[int, int, float], object]
 
 
 # ------------------------------------------------------------------------------ loading
-def upgrade_solver_type(param, where_: str = "") -> None:
-    """Turn the legacy ``solver_type`` enum into ``type`` (in place), as Caffe's upgrade does."""
-    if not param.HasField("solver_type"):
-        return
-    name = LEGACY_SOLVER_TYPES.get(int(param.solver_type))
-    if name is None:
-        raise SolverConfigError(f"{where_}unknown solver_type enum value {int(param.solver_type)}")
-    if param.HasField("type") and param.type != name:
-        raise SolverConfigError(
-            f"{where_}solver_type: {param.SolverType.Name(param.solver_type)} and type: \"{param.type}\" "
-            "disagree; give only `type`"
-        )
-    param.type = name
-    param.ClearField("solver_type")
-
-
 def load_solver_param(source, with_lines: bool = False):
     """``(SolverParameter copy, filename or None)`` from a path, prototxt text, a
     ``caffe.SolverParameter`` or anything with ``.param`` / ``.filename`` (a ParsedSolver).
@@ -106,7 +89,7 @@ def load_solver_param(source, with_lines: bool = False):
         raise TypeError(f"a solver needs a path, prototxt text or a SolverParameter, not {type(source).__name__}")
     copy = caffe_pb2.SolverParameter()
     copy.CopyFrom(param)
-    upgrade_solver_type(copy, where(filename, lines.get("type") or lines.get("solver_type")))
+    upgrade_solver_type(copy, filename, lines.get("type") or lines.get("solver_type"))
     return (copy, filename, lines) if with_lines else (copy, filename)
 
 
@@ -317,9 +300,8 @@ class Solver:
         n = n_iter if generic else specific
         if p.test_state and len(p.test_state) != n:
             raise self._err(f"test_state must be unset or given once per test net ({len(p.test_state)} for {n})")
-        if n and p.test_interval <= 0:
-            raise self._err(f"{n} test net(s) but test_interval is {p.test_interval}; set test_interval > 0",
-                            "test_iter")
+        if n and p.test_interval <= 0:  # valid in Caffe: the test nets are built but never run
+            logger.warning("%d test net(s) but test_interval is %d: they will not be run", n, p.test_interval)
         if any(t <= 0 for t in p.test_iter):
             raise self._err(f"test_iter values must be > 0 (got {list(p.test_iter)})")
         sources = [("param", tp, "test_net_param") for tp in p.test_net_param]
