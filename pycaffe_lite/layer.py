@@ -143,6 +143,10 @@ class Layer:
             raise self.config_error(f"{len(lw)} loss_weight values for {len(top)} tops; give one per top")
         if not lw:
             lw = [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(len(top))]
+            if self.is_loss:
+                # Caffe's loss layers write their default weight into their own parameter, so
+                # it is what a caffemodel stores; we do the same for byte-equal files.
+                self.layer_param.loss_weight.extend(lw)
         self.loss_weights = [float(w) for w in lw]
         for t, w in zip(top, self.loss_weights):
             if w:

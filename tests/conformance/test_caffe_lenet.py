@@ -53,3 +53,23 @@ def test_caffemodel_written_here_has_caffes_structure_and_reads_back(caffe_net, 
             assert list(x.data) == list(y.data)
     again = Net(str(ROOT / "models" / "lenet" / "lenet_deploy.prototxt"), phase=TEST, weights=str(out))
     np.testing.assert_array_equal(again.params["conv1"][0].data, net.params["conv1"][0].data)
+
+
+def test_caffemodel_written_here_equals_caffes_but_for_the_numbers(caffe_net, tmp_path):
+    """Same layers, same fields, same blob shapes as the file BVLC Caffe wrote (TRAIN net)."""
+    from pycaffe_lite import TRAIN
+    from pycaffe_lite.io.caffemodel import read_caffemodel
+
+    _, model, work = caffe_net
+    text = (ROOT / "models" / "lenet" / "lenet_train_test.prototxt").read_text()
+    text = text.replace('"data/mnist/', f'"{work}/data/mnist/')
+    out = tmp_path / "ours.caffemodel"
+    Net(text, phase=TRAIN).save(out)
+    theirs, ours = read_caffemodel(model), read_caffemodel(out)
+    for m in (theirs, ours):
+        for lp in m.layer:
+            for b in lp.blobs:
+                b.ClearField("data")
+            if lp.HasField("data_param"):
+                lp.data_param.source = "mnist_train_lmdb"
+    assert [lp.SerializeToString() for lp in ours.layer] == [lp.SerializeToString() for lp in theirs.layer]
