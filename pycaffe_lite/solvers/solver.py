@@ -275,7 +275,8 @@ class Solver:
         given = [f for f in fields if p.HasField(f)]
         if len(given) != 1:
             what = "no train net" if not given else f"{len(given)} train nets ({', '.join(given)})"
-            raise self._err(f"{what}: give exactly one of the fields {', '.join(fields)}")
+            raise self._err(f"{what}: give exactly one of the fields {', '.join(fields)}, "
+                            'e.g. net: "models/lenet/lenet_train_test.prototxt"')
         f = given[0]
         if f.endswith("_param"):
             logger.info("Creating training net specified in %s.", f)
