@@ -1,12 +1,14 @@
 """Shared fixtures: where ../shared lives, and a small MNIST LMDB made once per session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+#: ../shared beside the project (or wherever PLITE_SHARED points)
+SHARED = Path(os.environ.get("PLITE_SHARED", ROOT.parent / "shared"))
 
 
 def shared_dir(*parts: str) -> Path:

@@ -20,8 +20,8 @@ from pycaffe_lite.io.prototxt import (
     write_text,
 )
 from pycaffe_lite.proto import caffe_pb2
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SHARED_REASON = f"{SHARED} is absent: the shared Caffe example prototxts are not available here"
 PROTOTXTS = (
     sorted((SHARED / "caffe-examples").rglob("*.prototxt")) + sorted((SHARED / "legacy").rglob("*.prototxt"))
