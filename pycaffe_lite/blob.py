@@ -10,6 +10,28 @@ from .errors import ShapeError
 MAX_BLOB_AXES = 32
 
 
+class BlobCount(int):
+    """``blob.count``: the number of elements, an ``int`` as pycaffe's property is, that can
+    also be called as Caffe's ``count(start, end)`` (the product of the axes in ``[start, end)``).
+    """
+
+    def __new__(cls, shape: tuple[int, ...]):
+        n = 1
+        for d in shape:
+            n *= d
+        self = super().__new__(cls, n)
+        self.shape = shape
+        return self
+
+    def __call__(self, start: int = 0, end: int | None = None) -> int:
+        if start == 0 and end is None:
+            return int(self)
+        n = 1
+        for d in self.shape[start:end]:
+            n *= d
+        return n
+
+
 class Blob:
     """An n-d array of float32 ``data`` with a matching ``diff`` (its gradient).
 
@@ -18,11 +40,12 @@ class Blob:
     NumPy views of that storage (write into them with ``blob.data[...] = x``).
     """
 
-    __slots__ = ("_data", "_data_buf", "_diff", "_diff_buf", "_shape", "name")
+    __slots__ = ("_count", "_data", "_data_buf", "_diff", "_diff_buf", "_shape", "name")
 
     def __init__(self, shape: Iterable[int] = (), name: str = "") -> None:
         self.name = name
         self._shape: tuple[int, ...] = ()
+        self._count = BlobCount(())
         self._data_buf = np.zeros(0, np.float32)
         self._diff_buf = np.zeros(0, np.float32)
         self._data = None
@@ -43,6 +66,8 @@ class Blob:
         if count > self._data_buf.size:
             self._data_buf = np.zeros(count, np.float32)
             self._diff_buf = np.zeros(count, np.float32)
+        if shape != self._shape:
+            self._count = BlobCount(shape)
         self._shape = shape
         self._data = self._data_buf[:count].reshape(shape)
         self._diff = self._diff_buf[:count].reshape(shape)
@@ -58,13 +83,11 @@ class Blob:
     def num_axes(self) -> int:
         return len(self._shape)
 
-    def count(self, start: int = 0, end: int | None = None) -> int:
-        """Product of the dimensions in ``[start, end)`` (all of them by default)."""
-        end = self.num_axes if end is None else end
-        n = 1
-        for d in self._shape[start:end]:
-            n *= d
-        return n
+    @property
+    def count(self) -> BlobCount:
+        """Number of elements: ``blob.count`` (pycaffe) or ``blob.count()``; ``blob.count(start, end)``
+        is the product of the dimensions in ``[start, end)`` (Caffe's ``count``)."""
+        return self._count
 
     def canonical_axis_index(self, axis: int) -> int:
         """Map a possibly negative axis to ``[0, num_axes)``, with a clear error."""

@@ -38,6 +38,10 @@ class Layer:
     equal_num_bottom_top: bool = False
     #: loss layers put loss_weight 1 on their first top unless the prototxt says otherwise
     is_loss: bool = False
+    #: the layer's backward makes its own parameter gradients without any loss above it
+    #: (an RBM trained by contrastive divergence): the net runs its backward whenever one
+    #: of its parameters learns, even when no loss depends on its tops
+    self_trained: bool = False
 
     def __init__(self, layer_param, where: str = "") -> None:
         self.layer_param = layer_param
@@ -70,6 +74,16 @@ class Layer:
     def allow_force_backward(self, bottom_index: int) -> bool:
         """False for inputs that can never take a gradient (e.g. a loss layer's labels)."""
         return True
+
+    def get_state(self) -> list[np.ndarray]:
+        """Arrays (other than ``self.blobs``) that the layer carries from one iteration to the
+        next, e.g. persistent Gibbs chains; the solver saves them in its solverstate."""
+        return []
+
+    def set_state(self, arrays: Sequence[np.ndarray]) -> None:
+        """Restore what :meth:`get_state` returned (when a solverstate is restored)."""
+        if len(arrays):
+            raise self.shape_error(f"carries no state across iterations, but {len(arrays)} saved arrays were given")
 
     # ---- helpers for layers -------------------------------------------------------
     def describe(self) -> str:

@@ -7,6 +7,7 @@ share parameters by ``param { name }`` -> decide which layers need backward.
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -145,17 +146,54 @@ def insert_splits(param, lines: Sequence[int | None]):
 
 
 # ---------------------------------------------------------------------------- Net
+def _unpadded(a: np.ndarray, pad: int) -> np.ndarray:
+    """A copy of one batch's array without the zero padding of the last batch."""
+    return a[: len(a) - pad].copy() if pad and a.ndim else a.copy()
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """Batches joined along the batch axis; a scalar output (a loss) becomes one value per batch."""
+    return np.concatenate(parts) if parts[0].ndim else np.stack(parts)
+
+
+class LayerBlobNames(OrderedDict):
+    """pycaffe's ``net.top_names`` / ``net.bottom_names``: layer name -> list of blob names.
+
+    An int key is a layer's position (``net.top_names[3]``), which also reaches the second of
+    two layers that share a name.
+    """
+
+    def __init__(self, layer_names: Sequence[str], vecs: list[list[str]]) -> None:
+        super().__init__(zip(layer_names, vecs))
+        self._vecs = vecs
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return self._vecs[key]
+        return super().__getitem__(key)
+
+
 class Net:
-    """A network built from a prototxt.
+    """A network built from a prototxt, with pycaffe's interface.
+
+    ``Net(network_file, phase, level=0, stages=None, weights=None)``, or pycaffe's old form
+    ``Net(network_file, weights_file, phase)``.
 
     Parameters
     ----------
     source : str | os.PathLike | NetParameter | ParsedNet
         A prototxt path, prototxt text, a ``caffe.NetParameter`` or a parsed net.
     phase : int
-        ``TRAIN`` or ``TEST`` (overrides the file's ``state``).
+        ``TRAIN`` or ``TEST`` (overrides the file's ``state``; default: the file's, else TEST).
     level, stages : the rest of the net state used by include/exclude rules.
     weights : optional caffemodel path(s) to copy weights from (by layer name).
+
+    Attributes (pycaffe's)
+    ----------------------
+    blobs : OrderedDict name -> Blob (``.data``/``.diff`` NumPy views, ``.reshape(*shape)``)
+    params : OrderedDict layer name -> list of parameter Blobs
+    layers, layer_names (``_layer_names``), layer_dict, inputs, outputs,
+    top_names, bottom_names : layer name -> blob names (:class:`LayerBlobNames`)
     """
 
     def __init__(
@@ -172,8 +210,13 @@ class Net:
 
         # pycaffe's old form Net(prototxt, caffemodel, phase)
         if isinstance(phase, (str, os.PathLike)):
+            if weights is not None:
+                raise NetConfigError("give the weights either as the second argument (Net(prototxt, "
+                                     "caffemodel, phase)) or as weights=, not both")
             phase, weights = level, phase
             level = None
+        if phase is not None and (isinstance(phase, bool) or phase not in (TRAIN, TEST)):
+            raise NetConfigError(f"phase must be pycaffe_lite.TRAIN (0) or pycaffe_lite.TEST (1), not {phase!r}")
         if isinstance(source, caffe_pb2.NetParameter):
             param, lines, filename = source, [], None
         elif hasattr(source, "param") and hasattr(source, "layer_lines"):
@@ -212,8 +255,9 @@ class Net:
         self.blobs: OrderedDict[str, Blob] = OrderedDict()
         self.bottom_vecs: list[list[Blob]] = []
         self.top_vecs: list[list[Blob]] = []
-        self.bottom_names: list[list[str]] = []
-        self.top_names: list[list[str]] = []
+        # per layer, in net order (Caffe's bottom_id_vecs_/top_id_vecs_, by name)
+        self.bottom_name_vecs: list[list[str]] = []
+        self.top_name_vecs: list[list[str]] = []
         self.blob_loss_weights: dict[str, float] = {}
         self.learnable_params: list[Blob] = []
         self.learnable_param_names: list[str] = []
@@ -232,6 +276,8 @@ class Net:
             # layers); weights are matched by name, so such layers should hold no parameters.
             cls = LAYERS.get(lp.type, where=f"{loc}layer '{lp.name}': ")
             layer = cls(lp, where=loc)
+            if hasattr(layer, "net_file"):  # Python layers import their module from the prototxt's folder
+                layer.net_file = self.filename
             bottoms, tops = [], []
             for b in lp.bottom:
                 if b not in available:
@@ -272,14 +318,17 @@ class Net:
             self.layer_names.append(lp.name)
             self.bottom_vecs.append(bottoms)
             self.top_vecs.append(tops)
-            self.bottom_names.append(list(lp.bottom))
-            self.top_names.append(list(lp.top))
+            self.bottom_name_vecs.append(list(lp.bottom))
+            self.top_name_vecs.append(list(lp.top))
             self._append_params(li, layer, lp, desc)
         self._layer_where = layer_where
         self.outputs = [n for n in available if n not in consumed]
-        self.inputs = [t for layer, tn in zip(self.layers, self.top_names) if layer.type == "Input" for t in tn]
+        self.inputs = [t for layer, tn in zip(self.layers, self.top_name_vecs) if layer.type == "Input" for t in tn]
         self._init_backward(split.force_backward)
         self.layer_dict = OrderedDict(zip(self.layer_names, self.layers))
+        #: pycaffe's ``net.bottom_names`` / ``net.top_names``: layer name -> blob names
+        self.bottom_names = LayerBlobNames(self.layer_names, self.bottom_name_vecs)
+        self.top_names = LayerBlobNames(self.layer_names, self.top_name_vecs)
 
     def _append_params(self, li: int, layer: Layer, lp, desc: str) -> None:
         from .proto import caffe_pb2
@@ -335,14 +384,14 @@ class Net:
             lp = layer.layer_param
             need = False
             bneed = []
-            for j, b in enumerate(self.bottom_names[li]):
+            for j, b in enumerate(self.bottom_name_vecs[li]):
                 nb = blob_need.get(b, False)
                 if lp.propagate_down and not lp.propagate_down[j]:
                     nb = False
                 bneed.append(nb)
                 need |= blob_need.get(b, False)
             need |= any(layer.param_propagate_down)
-            for t in self.top_names[li]:
+            for t in self.top_name_vecs[li]:
                 blob_need[t] = need
             self.bottom_need_backward.append(bneed)
             self.layer_need_backward.append(need)
@@ -352,7 +401,7 @@ class Net:
             layer = self.layers[li]
             contributes = False
             skip_propagate = True
-            for j, t in enumerate(self.top_names[li]):
+            for j, t in enumerate(self.top_name_vecs[li]):
                 if (j < len(layer.loss_weights) and layer.loss_weights[j]) or t in under_loss:
                     contributes = True
                 if t not in skip_backp:
@@ -361,16 +410,22 @@ class Net:
                     break
             if self.layer_need_backward[li] and skip_propagate:
                 self.layer_need_backward[li] = False
-                self.bottom_need_backward[li] = [False] * len(self.bottom_names[li])
+                self.bottom_need_backward[li] = [False] * len(self.bottom_name_vecs[li])
             if not contributes:
                 self.layer_need_backward[li] = False
-            for j, b in enumerate(self.bottom_names[li]):
+            for j, b in enumerate(self.bottom_name_vecs[li]):
                 if contributes:
                     under_loss.add(b)
                 else:
                     self.bottom_need_backward[li][j] = False
                 if not self.bottom_need_backward[li][j]:
                     skip_backp.add(b)
+        for li, layer in enumerate(self.layers):
+            # Self-trained layers (an RBM's contrastive divergence) make their own parameter
+            # gradients: run their backward whenever a parameter learns, loss or not. Their
+            # bottoms keep the decision above (a gradient only if a loss depends on the tops).
+            if layer.self_trained and any(layer.param_propagate_down):
+                self.layer_need_backward[li] = True
         if force_backward:
             for li, layer in enumerate(self.layers):
                 self.layer_need_backward[li] = True
@@ -380,55 +435,196 @@ class Net:
                 layer.param_propagate_down = [True] * len(layer.blobs)
 
     # ------------------------------------------------------------------ running
-    def _index(self, name: str | None, default: int) -> int:
-        if name is None:
+    def _index(self, layer: str | int | None, default: int) -> int:
+        """A layer's position from its name (pycaffe's ``start``/``end``) or an int index."""
+        if layer is None:
             return default
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if not -len(self.layers) <= layer < len(self.layers):
+                raise NetConfigError(f"net '{self.name}' has {len(self.layers)} layers; index {layer} is out of range")
+            return int(layer) % len(self.layers)
         try:
-            return self.layer_names.index(name)
+            return self.layer_names.index(layer)
         except ValueError:
-            raise NetConfigError(f"net '{self.name}' has no layer named '{name}'") from None
+            raise NetConfigError(
+                f"net '{self.name}' has no layer named '{layer}' (layers: {', '.join(self.layer_names)})"
+            ) from None
 
     def forward_loss(self, start: int = 0, end: int | None = None) -> float:
-        """Run layers ``start..end`` (inclusive) and return the total weighted loss."""
+        """Run layers ``start..end`` (inclusive, indices) and return the total weighted loss.
+
+        The solver's and the CLI's forward (Caffe's ForwardFromTo); :meth:`forward` is pycaffe's.
+        """
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
         for li in range(start, end + 1):
             loss += self.layers[li].run_forward(self.bottom_vecs[li], self.top_vecs[li])
         return loss
 
-    def forward(self, blobs: Sequence[str] | None = None, start: str | None = None, end: str | None = None,
-                **inputs) -> dict[str, np.ndarray]:
-        """pycaffe's forward: set ``inputs`` (blob name -> array), run, return output blobs.
+    _forward = forward_loss  # pycaffe's name
 
-        The returned arrays are the blobs' own storage (copy them if you keep them).
-        """
-        for name, value in inputs.items():
-            if name not in self.blobs:
-                raise NetConfigError(f"net '{self.name}' has no blob named '{name}' to feed")
-            value = np.asarray(value, dtype=np.float32)
-            if value.shape != self.blobs[name].shape:
-                raise ShapeError(
-                    f"input '{name}' has shape {value.shape} but the net expects {self.blobs[name].shape}; "
-                    "call net.blobs[name].reshape(...) and net.reshape() first"
-                )
-            self.blobs[name].data[...] = value
-        s = self._index(start, 0)
-        e = self._index(end, len(self.layers) - 1)
-        self.forward_loss(s, e)
-        names = list(self.outputs if end is None else self.top_names[e]) + list(blobs or [])
-        return {n: self.blobs[n].data for n in names}
-
-    def backward(self, start: int | None = None, end: int = 0) -> None:
-        """Back-propagate from layer ``start`` (default: the last) down to ``end``."""
+    def _backward(self, start: int | None = None, end: int = 0) -> None:
+        """Back-propagate from layer ``start`` (index; default the last) down to ``end`` (Caffe's
+        BackwardFromTo). Only layers that need backward run: a deploy net without a loss needs
+        ``force_backward: true`` for gradients to reach its inputs, as in Caffe."""
         start = len(self.layers) - 1 if start is None else start
         for li in range(start, end - 1, -1):
             if self.layer_need_backward[li]:
                 self.layers[li].run_backward(self.top_vecs[li], self.bottom_need_backward[li], self.bottom_vecs[li])
 
+    def _set_arrays(self, arrays: dict, which: str) -> None:
+        """Copy ``{blob name: array}`` into the blobs' ``data`` or ``diff`` (shapes must match)."""
+        for name, value in arrays.items():
+            if name not in self.blobs:
+                raise NetConfigError(
+                    f"net '{self.name}' has no blob named '{name}' to set the {which} of "
+                    f"(inputs: {', '.join(self.inputs) or 'none'}; outputs: {', '.join(self.outputs)})"
+                )
+            blob = self.blobs[name]
+            value = np.asarray(value, dtype=np.float32)
+            if value.shape != blob.shape:
+                what = "input" if which == "data" else "diff for"
+                raise ShapeError(
+                    f"{what} '{name}' has shape {value.shape} but the net expects {blob.shape}; "
+                    f"call net.blobs['{name}'].reshape(...) and net.reshape() first (or use forward_all)"
+                )
+            getattr(blob, which)[...] = value
+
+    def forward(self, blobs: Sequence[str] | None = None, start: str | int | None = None,
+                end: str | int | None = None, **inputs) -> dict[str, np.ndarray]:
+        """pycaffe's forward: copy ``inputs`` (blob name -> array) into the blobs, run layers
+        ``start..end`` (layer names, inclusive), return ``{blob: data}`` for the net's outputs
+        (the tops of ``end`` when it is given) plus ``blobs``.
+
+        The returned arrays are the blobs' own storage: copy them if you keep them.
+        """
+        self._set_arrays(inputs, "data")
+        s = self._index(start, 0)
+        e = self._index(end, len(self.layers) - 1)
+        self.forward_loss(s, e)
+        names = list(self.outputs if end is None else self.top_name_vecs[e]) + list(blobs or [])
+        return {n: self._blob(n).data for n in dict.fromkeys(names)}
+
+    def backward(self, diffs: Sequence[str] | None = None, start: str | int | None = None,
+                 end: str | int | None = None, **top_diffs) -> dict[str, np.ndarray]:
+        """pycaffe's backward: copy ``top_diffs`` (output blob name -> array) into the blobs'
+        diffs, back-propagate from layer ``start`` down to ``end`` (layer names, inclusive), and
+        return ``{blob: diff}`` for the net's inputs (the bottoms of ``end`` when it is given)
+        plus ``diffs``.
+
+        Loss layers set their own top diff (the loss weight) in forward. As in Caffe, gradients
+        reach the inputs only if something below a loss needs them, or with ``force_backward``.
+        """
+        self._set_arrays(top_diffs, "diff")
+        s = self._index(start, len(self.layers) - 1)
+        e = self._index(end, 0)
+        self._backward(s, e)
+        names = list(self.inputs if end is None else self.bottom_name_vecs[e]) + list(diffs or [])
+        return {n: self._blob(n).diff for n in dict.fromkeys(names)}
+
     def forward_backward(self) -> float:
+        """One forward and backward pass over the whole net (the solver's step); returns the loss."""
         loss = self.forward_loss()
-        self.backward()
+        self._backward()
         return loss
+
+    def _blob(self, name: str) -> Blob:
+        if name not in self.blobs:
+            raise NetConfigError(f"net '{self.name}' has no blob named '{name}'")
+        return self.blobs[name]
+
+    def _batches(self, arrays: dict):
+        """Split ``{input: array}`` into batches of the blobs' batch size, the last one padded
+        with zeros; yields ``({input: batch}, padding)``."""
+        if not arrays:
+            return
+        sizes = {n: len(a) for n, a in arrays.items()}
+        if len(set(sizes.values())) != 1:
+            raise ShapeError(f"arrays given to forward_all/forward_backward_all differ in length: {sizes}")
+        total = next(iter(sizes.values()))
+        shape = self._blob(next(iter(arrays))).shape
+        batch = max(shape[0], 1) if shape else 1
+        for i in range(0, total, batch):
+            pad = max(0, i + batch - total)
+            out = {}
+            for n, a in arrays.items():
+                chunk = np.asarray(a[i:i + batch], dtype=np.float32)
+                if pad:
+                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+                out[n] = chunk
+            yield out, pad
+
+    def forward_all(self, blobs: Sequence[str] | None = None, **inputs) -> dict[str, np.ndarray]:
+        """Forward any number of items in batches of the input blobs' batch size (the last batch
+        padded with zeros, the padding dropped again); returns the outputs (and ``blobs``)
+        concatenated over the batches, as copies."""
+        if not inputs:
+            return {n: a.copy() for n, a in self.forward(blobs).items()}
+        parts: dict[str, list] = {}
+        for batch, pad in self._batches(inputs):
+            for n, a in self.forward(blobs, **batch).items():
+                parts.setdefault(n, []).append(_unpadded(a, pad))
+        return {n: _joined(p) for n, p in parts.items()}
+
+    def forward_backward_all(self, blobs: Sequence[str] | None = None, diffs: Sequence[str] | None = None,
+                             **arrays) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Forward and backward in batches: ``arrays`` holds input data (by input name) and
+        output diffs (by output name); returns ``(outputs, input diffs)`` concatenated over the
+        batches (see :meth:`forward_all`)."""
+        fwd = {n: a for n, a in arrays.items() if n not in self.outputs}
+        bwd = {n: a for n, a in arrays.items() if n in self.outputs}
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) > 1:
+            raise ShapeError(f"forward_backward_all: the arrays differ in length ({sorted(lengths)})")
+        outs: dict[str, list] = {}
+        grads: dict[str, list] = {}
+        no_batch = ({}, 0)
+        pairs = itertools.zip_longest(self._batches(fwd), self._batches(bwd), fillvalue=no_batch)
+        if not arrays:  # one pass on what the blobs hold
+            pairs = [(no_batch, no_batch)]
+        for (fb, fpad), (bb, bpad) in pairs:
+            pad = max(fpad, bpad)
+            for store, result in ((outs, self.forward(blobs, **fb)), (grads, self.backward(diffs, **bb))):
+                for n, a in result.items():
+                    store.setdefault(n, []).append(_unpadded(a, pad))
+        return {n: _joined(p) for n, p in outs.items()}, {n: _joined(p) for n, p in grads.items()}
+
+    def set_input_arrays(self, data, labels) -> None:
+        """Feed a MemoryData layer (the net's first layer) from arrays, as pycaffe does.
+
+        ``data`` is (N, C, H, W); ``labels`` (N,) or (N, 1, 1, 1). The layer's own ``reset``
+        checks the shapes against its ``memory_data_param``.
+        """
+        first = self.layers[0] if self.layers else None
+        if first is None or first.type != "MemoryData":
+            what = f"'{self.layer_names[0]}' ({first.type})" if first is not None else "no layer"
+            raise NetConfigError(
+                f"net '{self.name}': set_input_arrays needs a MemoryData layer as the first layer, but the "
+                f"net starts with {what}"
+            )
+        reset = getattr(first, "reset", None)
+        if reset is None:
+            raise NetConfigError(f"{first.describe()}: this MemoryData layer cannot be fed from Python (no reset)")
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        labels = np.ascontiguousarray(labels, dtype=np.float32)
+        if labels.ndim == 1:
+            labels = labels[:, None, None, None]
+        if data.ndim != 4 or labels.ndim != 4 or data.shape[0] != labels.shape[0]:
+            raise ShapeError(
+                f"{first.describe()}: set_input_arrays needs data (N, C, H, W) and labels (N,) with the same N; "
+                f"got data {data.shape} and labels {labels.shape}"
+            )
+        reset(data, labels)
+
+    @property
+    def _layer_names(self) -> list[str]:
+        """pycaffe's ``net._layer_names``."""
+        return self.layer_names
+
+    @property
+    def _blob_names(self) -> list[str]:
+        """pycaffe's ``net._blob_names``."""
+        return list(self.blobs)
 
     def reshape(self) -> None:
         for li, layer in enumerate(self.layers):
@@ -449,7 +645,7 @@ class Net:
     def first_nonfinite(self) -> str | None:
         """Describe the first layer whose top holds NaN/inf (for divergence messages)."""
         for li, layer in enumerate(self.layers):
-            for t, blob in zip(self.top_names[li], self.top_vecs[li]):
+            for t, blob in zip(self.top_name_vecs[li], self.top_vecs[li]):
                 if not np.all(np.isfinite(blob.data)):
                     return f"{layer.describe()} top '{t}'"
             for j, blob in enumerate(layer.blobs):
@@ -458,6 +654,23 @@ class Net:
         return None
 
     # ------------------------------------------------------------------ weights
+    def share_with(self, other: Net) -> None:
+        """Use ``other``'s parameter storage for every layer the two nets have by name (Caffe's
+        ShareTrainedLayersWith; how a solver's test nets see the trained weights)."""
+        by_name = dict(zip(self.layer_names, self.layers))
+        for name, source in zip(other.layer_names, other.layers):
+            target = by_name.get(name)
+            if target is None or not source.blobs:
+                continue
+            if len(target.blobs) != len(source.blobs):
+                raise ShapeError(f"{target.describe()}: {len(target.blobs)} parameter blobs here but "
+                                 f"{len(source.blobs)} in layer '{name}' of net '{other.name}'")
+            for j, (t, src) in enumerate(zip(target.blobs, source.blobs)):
+                if t.shape != src.shape:
+                    raise ShapeError(f"{target.describe()}: cannot share parameter blob {j}: shape {t.shape} "
+                                     f"here but {src.shape} in net '{other.name}'")
+                t.share_data(src)
+
     def to_proto(self, write_diff: bool = False):
         """A NetParameter with every layer's definition and blobs (what a caffemodel holds)."""
         from .proto import caffe_pb2

@@ -1,4 +1,4 @@
-"""Pooling: MAX and AVE over 2-d windows, Caffe's output-size rounding."""
+"""Pooling: MAX, AVE and STOCHASTIC over 2-d windows, Caffe's output-size rounding."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +11,10 @@ from ..kernels.pooling import (
     max_pool_forward,
     pool_out_size,
 )
-from ..layer import Layer
+from ..kernels.stochastic_pooling import sto_pool_forward_test, sto_pool_forward_train, sto_pool_test_backward
+from ..layer import TRAIN, Layer
 from ..registry import register_layer
+from ..rng import get_rng
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
 
@@ -27,6 +29,12 @@ class PoolingLayer(Layer):
     MAX: y = max over the window (clipped to the image); backward routes dy to the argmax.
     AVE: y = sum over the clipped window / window size counting padding; backward spreads
     dy / size over the window.  ``global_pooling`` pools each whole plane.
+    STOCHASTIC (Zeiler & Fergus, "Stochastic Pooling for Regularization of Deep Convolutional
+    Neural Networks", ICLR 2013; activations assumed non-negative): TRAIN draws one pixel per
+    window with probability proportional to its value (the shared RNG) and backward routes dy
+    to it; TEST gives sum(x^2) / sum(x), with its exact derivative in backward (Caffe has none).
+    As in Caffe, its windows start at oh*stride, ignoring the padding the output size counts
+    (see kernels/stochastic_pooling.py).
     """
 
     exact_num_bottom = 1
@@ -36,8 +44,8 @@ class PoolingLayer(Layer):
     def setup(self, bottom, top) -> None:
         p = self.layer_param.pooling_param
         self.pool = p.pool
-        if self.pool == STOCHASTIC:
-            raise self.config_error("STOCHASTIC pooling is not implemented yet; use MAX or AVE")
+        if self.pool not in (MAX, AVE, STOCHASTIC):
+            raise self.config_error(f"unknown pool method {self.pool}; use MAX, AVE or STOCHASTIC")
         if len(top) == 2 and self.pool != MAX:
             raise self.config_error("a second top (the argmax mask) needs pool: MAX")
         if bottom[0].num_axes != 4:
@@ -79,31 +87,45 @@ class PoolingLayer(Layer):
             self._key = key
             self.geom = make_pool_geom(H, W, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw)
             self.mask = np.empty((N, C, OH, OW), np.int32)
+            if self.pool == STOCHASTIC:
+                self._uniform = np.empty((N, C, OH, OW), np.float32)
 
     def forward(self, bottom, top) -> None:
         if self.pool == MAX:
             max_pool_forward(bottom[0].data, self.geom, top[0].data, self.mask)
             if len(top) == 2:
                 top[1].data[...] = self.mask
-        else:
+        elif self.pool == AVE:
             ave_pool_forward(bottom[0].data, self.geom, top[0].data)
+        elif self.phase == TRAIN:
+            get_rng().random(out=self._uniform, dtype=np.float32)
+            sto_pool_forward_train(bottom[0].data, self.geom, self._uniform, top[0].data, self.mask)
+        else:
+            sto_pool_forward_test(bottom[0].data, self.geom, top[0].data)
 
     def backward(self, top, propagate_down, bottom) -> None:
         if not propagate_down[0]:
             return
         if self.pool == MAX:
             max_pool_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
-        else:
+        elif self.pool == AVE:
             ave_pool_backward(top[0].diff, self.geom, bottom[0].diff)
+        elif self.phase == TRAIN:  # the sampled pixels' indices have the argmax mask's layout
+            max_pool_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
+        else:
+            sto_pool_test_backward(bottom[0].data, top[0].diff, self.geom, bottom[0].diff)
 
 
 def _pair(p, name: str, default: int, layer: Layer) -> tuple[int, int]:
     """PoolingParameter's kernel_size/stride/pad are single (not repeated) fields."""
     field = "kernel_size" if name == "kernel" else name
     has_h = p.HasField(f"{name}_h")
-    if has_h or p.HasField(f"{name}_w"):
+    has_w = p.HasField(f"{name}_w")
+    if has_h or has_w:
         if p.HasField(field):
             raise layer.config_error(f"give either {field} or {name}_h/{name}_w, not both")
+        if not (has_h and has_w):  # the other one would be 0 (a division by zero for stride)
+            raise layer.config_error(f"{name}_h and {name}_w must be given together")
         return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
     if p.HasField(field):
         v = int(getattr(p, field))

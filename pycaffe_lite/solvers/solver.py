@@ -15,7 +15,10 @@ and, if it needs them, :attr:`num_history_sets` / :meth:`check_param`.
 Snapshots
 ---------
 ``<snapshot_prefix>_iter_<N>.caffemodel`` and ``.solverstate`` (a ``caffe.SolverState``: iter,
-learned_net, history, current_step) are what Caffe writes and reads.  Resuming bit for bit
+learned_net, history, current_step) are what Caffe writes and reads.  Arrays that layers carry
+across iterations (``Layer.get_state()``, e.g. an RBM's persistent chains) go into two extension
+fields of the SolverState (``pycaffe_layer_state`` blobs named by ``pycaffe_layer_state_name``),
+which Caffe skips.  Resuming bit for bit
 also needs the random generator and the data layers' read positions, which the schema has no
 room for, so they go to a sidecar ``<...>.solverstate.rng`` (JSON)::
 
@@ -620,6 +623,7 @@ class Solver:
         state.current_step = self.current_step
         for h in self.history:
             h.to_proto(state.history.add())
+        _save_layer_states(self.net, state)
         logger.info("Snapshotting solver state to binary proto file %s", state_path)
         atomic_write_bytes(json.dumps(self._sidecar()).encode(), state_path + SIDECAR_SUFFIX)
         atomic_write_bytes(state.SerializeToString(), state_path)
@@ -670,6 +674,7 @@ class Solver:
             h.data[...] = values.reshape(h.shape)
         if state.learned_net:
             self.net.copy_from(self._find_learned_net(state.learned_net, path))
+        _restore_layer_states(self.net, state, path)
         self.iter = state.iter
         self.current_step = state.current_step
         self._restore_sidecar(path + SIDECAR_SUFFIX, state.iter)
@@ -733,6 +738,42 @@ def _data_positions(net) -> dict:
         if get is not None:
             out[name] = int(get())
     return out
+
+
+def _save_layer_states(net, state) -> None:
+    """Append every layer's ``get_state()`` arrays to the SolverState's extension fields
+    (``pycaffe_layer_state`` blobs, each named by its layer in ``pycaffe_layer_state_name``)."""
+    for name, layer in zip(getattr(net, "layer_names", []), getattr(net, "layers", [])):
+        get = getattr(layer, "get_state", None)
+        for array in (get() if get is not None else []):
+            array = np.ascontiguousarray(array, dtype=np.float32)
+            bp = state.pycaffe_layer_state.add()
+            bp.shape.dim.extend(array.shape)
+            bp.data.extend(array.ravel().tolist())
+            state.pycaffe_layer_state_name.append(name)
+
+
+def _restore_layer_states(net, state, path: str) -> None:
+    """Give each layer back the arrays :func:`_save_layer_states` wrote for it."""
+    names, blobs = state.pycaffe_layer_state_name, state.pycaffe_layer_state
+    if len(names) != len(blobs):
+        raise DataError(f"{path}: corrupt solverstate ({len(blobs)} layer-state blobs but {len(names)} names)")
+    saved: dict[str, list] = {}
+    for name, bp in zip(names, blobs):
+        saved.setdefault(name, []).append(proto_values(bp, "data").reshape(proto_shape(bp)))
+    for name, layer in zip(getattr(net, "layer_names", []), getattr(net, "layers", [])):
+        get = getattr(layer, "get_state", None)
+        if get is None:
+            continue
+        arrays = saved.pop(name, None)
+        if arrays is not None:
+            layer.set_state(arrays)
+        elif len(get()):
+            logger.warning("%s holds no saved state for layer '%s' (e.g. its persistent chains): it starts afresh, "
+                           "so training will differ from an uninterrupted run", path, name)
+    for name in saved:
+        logger.warning("%s: saved state of layer '%s' is not used: net '%s' has no such layer", path, name,
+                       getattr(net, "name", "?"))
 
 
 def _set_data_positions(net, positions: dict, path: str) -> None:

@@ -24,6 +24,13 @@ HERE = Path(__file__).resolve().parent
 #: type -> why it has no gradient test
 EXEMPT: dict[str, str] = {
     "Accuracy": "a metric with no gradient: its backward only raises when asked to propagate",
+    "Threshold": "a step function, piecewise constant (Caffe implements no backward); its backward only "
+                 "raises when asked to propagate, which test_neuron_extra.py checks",
+    "ArgMax": "indices of maxima are piecewise constant (Caffe implements no backward); its backward only "
+              "raises when asked to propagate, which test_utility.py checks",
+    "RBM": "its parameter diffs are a stochastic contrastive-divergence estimate, not the derivative of a "
+           "forward quantity; test_rbm.py checks them against the CD formula in NumPy with the same random "
+           "draws, and the sampler against exact model expectations",
 }
 
 

@@ -7,6 +7,7 @@ from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import NetConfigError
 from pycaffe_lite.layers.pooling import PoolingLayer
 from pycaffe_lite.proto import caffe_pb2
+from pycaffe_lite.rng import set_random_seed
 from pycaffe_lite.testing import check_gradient
 
 GRADIENT_CHECKED = {"Pooling"}
@@ -86,3 +87,93 @@ def test_errors():
         make("pool: MAX").set_up([blob((1, 1, 4, 4))], [Blob()])
     with pytest.raises(NetConfigError, match="pad 2x2 must be smaller"):
         make("pool: MAX kernel_size: 2 pad: 2").set_up([blob((1, 1, 4, 4))], [Blob()])
+
+
+# --- STOCHASTIC ---------------------------------------------------------------------------
+def positive(shape, seed=0):
+    b = Blob(shape, name="x")
+    b.data[...] = np.random.default_rng(seed).uniform(0.1, 1.0, size=shape)
+    return b
+
+
+def make_phase(text: str, phase: str) -> PoolingLayer:
+    lp = text_format.Parse(f'name: "pool" type: "Pooling" phase: {phase} pooling_param {{ {text} }}',
+                           caffe_pb2.LayerParameter())
+    return PoolingLayer(lp)
+
+
+def test_stochastic_train_samples_in_proportion_to_the_values():
+    set_random_seed(5)
+    layer = make_phase("pool: STOCHASTIC kernel_h: 1 kernel_w: 2 stride_h: 1 stride_w: 2", "TRAIN")
+    x, top = Blob((1000, 4, 1, 2)), Blob()
+    x.data[...] = [1.0, 3.0]
+    layer.set_up([x], [top])
+    layer.run_forward([x], [top])
+    assert top.shape == (1000, 4, 1, 1)
+    assert set(np.unique(top.data)) == {1.0, 3.0}
+    assert abs((top.data == 3.0).mean() - 0.75) < 0.02  # 4000 draws: std of the mean ~0.007
+    # backward routes each window's gradient to the pixel it drew
+    top.diff[...] = 1
+    layer.backward([top], [True], [x])
+    np.testing.assert_array_equal(x.diff[:, :, 0, 1], top.data[:, :, 0, 0] == 3.0)
+    np.testing.assert_array_equal(x.diff.sum(axis=3), 1)
+
+
+def test_stochastic_train_picks_a_window_value_and_repeats_with_the_seed():
+    layer = make_phase("pool: STOCHASTIC kernel_size: 3 stride: 2", "TRAIN")
+    x, top = positive((2, 3, 7, 6)), Blob()
+    layer.set_up([x], [top])
+    set_random_seed(3)
+    layer.run_forward([x], [top])
+    first = top.data.copy()
+    for n, c, i, j in np.ndindex(top.shape):
+        assert first[n, c, i, j] in x.data[n, c, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+    set_random_seed(3)
+    layer.run_forward([x], [top])
+    np.testing.assert_array_equal(top.data, first)
+
+
+def test_stochastic_test_is_the_probability_weighted_average():
+    layer = make_phase("pool: STOCHASTIC kernel_size: 2 stride: 2", "TEST")
+    x, top = positive((2, 3, 4, 6)), Blob()
+    layer.set_up([x], [top])
+    layer.run_forward([x], [top])
+    xs = x.data.astype(np.float64).reshape(2, 3, 2, 2, 3, 2)
+    np.testing.assert_allclose(top.data, (xs ** 2).sum(axis=(3, 5)) / xs.sum(axis=(3, 5)), rtol=1e-6)
+    zero, ztop = Blob((1, 1, 2, 2)), Blob()  # an all-zero window gives 0, not 0/0
+    layer.run_forward([zero], [ztop])
+    assert ztop.data.item() == 0
+
+
+def test_stochastic_windows_ignore_the_padding_as_in_caffe():
+    layer = make_phase("pool: STOCHASTIC kernel_size: 2 stride: 2 pad: 1", "TEST")
+    x, top = Blob((1, 1, 3, 3)), Blob()
+    x.data[...] = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    layer.set_up([x], [top])
+    layer.run_forward([x], [top])
+    assert top.shape == (1, 1, 2, 2)  # the size counts the padding...
+
+    def win(v):
+        return np.square(v).sum() / np.sum(v)
+
+    # ...but windows start at 0 and 2, not -1 and 1
+    np.testing.assert_allclose(top.data[0, 0], [[win([1, 2, 4, 5]), win([3, 6])], [win([7, 8]), win([9])]],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_stochastic_gradient(phase):
+    layer = make_phase("pool: STOCHASTIC kernel_size: 3 stride: 2", phase)
+    x, top = positive((2, 2, 5, 5), 4), Blob()
+    # TRAIN: the same draws every pass (seed), so the sampled pixel stays put for small steps
+    assert check_gradient(layer, [x], [top], seed=11 if phase == "TRAIN" else None) > 0
+
+
+def test_stochastic_refuses_a_mask_top():
+    with pytest.raises(NetConfigError, match=r"layer 'pool' \(Pooling\): a second top \(the argmax mask\) needs pool: MAX"):
+        make("pool: STOCHASTIC kernel_size: 2").set_up([blob((1, 1, 4, 4))], [Blob(), Blob()])
+
+
+def test_h_and_w_pairs_must_come_together():
+    with pytest.raises(NetConfigError, match=r"layer 'pool' \(Pooling\): stride_h and stride_w must be given together"):
+        make("pool: MAX kernel_size: 2 stride_w: 2").set_up([blob((1, 1, 4, 4))], [Blob()])

@@ -1,0 +1,325 @@
+"""RBM: a restricted Boltzmann machine trained by contrastive divergence (CD-k or PCD-k)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DataError
+from ..kernels import sampling as K
+from ..layer import TRAIN, Layer
+from ..log import logger
+from ..proto import caffe_pb2
+from ..registry import register_layer
+from ..rng import get_rng
+
+BERNOULLI = caffe_pb2.RBMParameter.BERNOULLI
+GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
+
+
+def sigmoid_inplace(a: np.ndarray) -> np.ndarray:
+    """``a = 1 / (1 + exp(-a))`` in place, as ``0.5 * tanh(0.5 a) + 0.5``.
+
+    The tanh form never overflows (no warnings at large |a|) and NumPy's SIMD tanh beats a
+    Numba loop here (see kernels/sampling.py); its absolute error is below 1e-7.
+    """
+    np.multiply(a, 0.5, out=a)
+    np.tanh(a, out=a)
+    np.multiply(a, 0.5, out=a)
+    np.add(a, 0.5, out=a)
+    return a
+
+
+@register_layer("RBM")
+class RBMLayer(Layer):
+    """Restricted Boltzmann machine: binary hidden units h over visible units x.
+
+    Energy ``E(x, h) = -b.x - c.h - h.W x`` (Bernoulli visible units) or
+    ``E(x, h) = 0.5 ||x - b||^2 - c.h - h.W x`` (Gaussian visible units, unit variance);
+    ``P(h_j = 1 | x) = sigmoid(c_j + W_j x)``; ``P(x_i = 1 | h) = sigmoid(b_i + W^T_i h)``
+    (Bernoulli) or ``x | h ~ N(b + W^T h, I)`` (Gaussian).
+
+    Bottom 0: x (N, ...) flattened to (N, V); Bernoulli visible units need values in [0, 1].
+    Bottom 1 (optional): a held-out batch (M, ...) with the same V, for top 2.
+    Top 0: ``P(h | x) = sigmoid(c + x W^T)`` (N, H), so RBMs stack and feed classifiers.
+    Top 1 (optional): reconstruction error ``(1/N) sum_n ||x_n - xr_n||^2`` with the
+    deterministic (mean-field) reconstruction ``xr = E[x | h = P(h | x)]``, i.e.
+    ``sigmoid(b + P(h|x) W)`` (Bernoulli) or ``b + P(h|x) W`` (Gaussian); the same in TRAIN and
+    TEST and as :func:`pycaffe_lite.rbm_eval.reconstruction_error`.
+    Top 2 (optional, needs bottom 1): free-energy gap ``mean F(x) - mean F(x_heldout)``
+    (Hinton's practical guide, section 6: a gap that grows means over-fitting).
+    Tops 1 and 2 are for display: their loss weight must be 0 (the default).
+    Blobs: W (H, V), visible bias b (V,), hidden bias c (H,).  Default fillers: W gaussian
+    std 0.01, biases 0.
+
+    Training (TRAIN phase, some parameter with lr_mult != 0): forward runs the Gibbs chain,
+    backward writes the estimate of the NEGATIVE log-likelihood gradient into the diffs::
+
+        dW += -(<h x^T>_data - <h x^T>_model) / N
+        db += -(sum x_data - sum x_model) / N
+        dc += -(sum h_data - sum h_model) / N
+
+    so that the solver's ``w -= lr * diff`` ascends the likelihood and momentum, weight
+    decay, lr policies and every solver apply unchanged.  What is sampled and what is a
+    probability (Hinton's practical guide, sections 3-4):
+
+    * data statistics use ``h_data = P(h | x)`` (probabilities);
+    * the chain is driven by sampled hidden states: CD starts from ``h0 ~ P(h | x)``, PCD
+      from its persistent hidden states; each of the ``cd_k`` steps computes
+      ``x_model = P(x | h)`` (Bernoulli probabilities / Gaussian means, sampled when
+      ``sample_visible``) and ``h_model = P(h | x_model)`` (probabilities, in the
+      statistics), and samples ``h ~ h_model`` to drive the next step;
+    * PCD keeps, per chain, the hidden sample drawn at the end of the last step (the same
+      state scikit-learn's BernoulliRBM keeps), so the next update continues that chain.
+      With PCD-1 and ``sample_visible`` (its default) this is scikit-learn's update.
+
+    Samples compare a uniform draw from :func:`pycaffe_lite.rng.get_rng` with the
+    probability (Gaussian visible samples add standard normal noise to the mean), so
+    ``random_seed`` makes training repeatable.  Bottom diffs are set to 0: an RBM is trained
+    greedily, and fine-tuning uses the equivalent InnerProduct + Sigmoid net.  In TEST
+    phase (or with every lr_mult 0) the layer is a deterministic feature layer: no random
+    draws, no chain (a TEST net keeps no persistent chains, whatever its batch size).  References: Hinton, "Training products of experts by minimizing
+    contrastive divergence" (2002); Tieleman, "Training restricted Boltzmann machines using
+    approximations to the likelihood gradient" (ICML 2008); Hinton, "A practical guide to
+    training restricted Boltzmann machines" (UTML TR 2010-003).
+    """
+
+    min_num_bottom = 1
+    max_num_bottom = 2
+    min_num_top = 1
+    max_num_top = 3
+    self_trained = True
+
+    # ---------------------------------------------------------------- set-up
+    def setup(self, bottom, top) -> None:
+        p = self.layer_param.rbm_param
+        self.H = int(p.num_hidden)
+        if self.H <= 0:
+            raise self.config_error("rbm_param.num_hidden must be set to a positive number of hidden units")
+        self.cd_k = int(p.cd_k)
+        if self.cd_k < 1:
+            raise self.config_error(f"rbm_param.cd_k must be at least 1 Gibbs step, got {self.cd_k}")
+        self.visible_type = int(p.visible_type)
+        self.gaussian = self.visible_type == GAUSSIAN
+        self.sample_visible = bool(p.sample_visible) if p.HasField("sample_visible") else bool(p.persistent)
+        # chains exist only where the layer trains: a TEST net (often with another batch size)
+        # that shares the weights keeps none
+        self.persistent = bool(p.persistent) and self.phase == TRAIN
+        if any(w != 0 for w in self.layer_param.loss_weight):
+            raise self.config_error(
+                f"loss_weight {list(self.layer_param.loss_weight)}: an RBM's tops carry no loss (it learns by "
+                "contrastive divergence, not from a gradient of its tops); remove loss_weight"
+            )
+        if len(bottom) == 2 and len(top) < 3:
+            raise self.config_error(
+                "a second bottom (a held-out batch) is only used for the free-energy gap, top 2; add tops 1 "
+                "and 2 or remove the second bottom"
+            )
+        if len(top) == 3 and len(bottom) < 2:
+            raise self.config_error(
+                "top 2 (the free-energy gap) compares the data with a held-out batch; give it as a second bottom"
+            )
+        self.V = bottom[0].count(1)
+        if self.V <= 0:
+            raise self.shape_error(f"bottom shape {bottom[0].shape} has no visible units")
+        N = bottom[0].shape[0] if bottom[0].num_axes else 1
+        if self.persistent:
+            self.num_chains = int(p.num_chains) or N
+            if self.num_chains != N:
+                raise self.config_error(
+                    f"rbm_param.num_chains is {self.num_chains} but the batch holds {N} items; persistent CD "
+                    f"advances one chain per batch item: set num_chains to {N} or leave it 0 (= the batch size)"
+                )
+            self.chain = np.zeros((self.num_chains, self.H), np.float32)
+        elif p.num_chains and not p.persistent:
+            raise self.config_error(
+                f"rbm_param.num_chains ({p.num_chains}) is only used with persistent: true (PCD); CD chains "
+                "start at the data, one per batch item"
+            )
+        gaussian_w = caffe_pb2.FillerParameter(type="gaussian", std=0.01)
+        zero = caffe_pb2.FillerParameter(type="constant", value=0.0)
+        self.init_param_blobs(
+            [(self.H, self.V), (self.V,), (self.H,)],
+            [
+                p.weight_filler if p.HasField("weight_filler") else gaussian_w,
+                p.visible_bias_filler if p.HasField("visible_bias_filler") else zero,
+                p.hidden_bias_filler if p.HasField("hidden_bias_filler") else zero,
+            ],
+        )
+        self._G = None  # (H, V) scratch of the weight statistic, made at the first backward
+        self._N = -1
+        self._M = -1
+        self._stats_ready = False
+
+    def _allocate(self, N: int) -> None:
+        H, V = self.H, self.V
+        f32 = np.float32
+        self._A = np.empty((N, H), f32)       # x W^T (no bias): kept for the free energy
+        self._P = np.empty((2 * N, H), f32)   # [h_data; h_model] probabilities
+        self._Q = np.empty((2 * N, V), f32)   # [-x_data; x_model]: dW ~ P^T Q
+        self._hs = np.empty((N, H), f32)      # sampled hidden states (CD)
+        self._uh = np.empty((N, H), f32)      # uniforms for hidden samples
+        self._uv = np.empty((N, V), f32)      # uniforms / normals for visible samples
+        self._R = np.empty((N, V), f32)       # mean-field reconstruction (top 1)
+        self._fe = np.empty(N, np.float64)
+        self._N = N
+
+    def reshape(self, bottom, top) -> None:
+        x = bottom[0]
+        N = x.shape[0] if x.num_axes else 1
+        V = x.count(1)
+        if V != self.V:
+            raise self.shape_error(
+                f"bottom '{x.name}' shape {x.shape} has {V} visible units per item, but the weights have shape "
+                f"{self.blobs[0].shape} ({self.V}); the input size cannot change after set-up"
+            )
+        if self.persistent and N != self.num_chains:
+            raise self.shape_error(
+                f"the batch now holds {N} items but there are {self.num_chains} persistent chains; persistent "
+                "CD needs a constant batch size"
+            )
+        if N != self._N:
+            self._allocate(N)
+            self._stats_ready = False
+        top[0].reshape(N, self.H)
+        for t in top[1:]:
+            t.reshape(())
+        if len(bottom) == 2:
+            held = bottom[1]
+            M = held.shape[0] if held.num_axes else 1
+            if held.count(1) != self.V:
+                raise self.shape_error(
+                    f"held-out bottom '{held.name}' shape {held.shape} has {held.count(1)} visible units per "
+                    f"item, but bottom '{x.name}' has {self.V}"
+                )
+            if M != self._M:
+                self._Ah = np.empty((M, self.H), np.float32)
+                self._feh = np.empty(M, np.float64)
+                self._M = M
+
+    # ---------------------------------------------------------------- forward
+    def _check_range(self, blob, x: np.ndarray) -> None:
+        if self.gaussian or x.size == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise DataError(
+                f"{self.describe()}: Bernoulli visible units need data in [0, 1], but bottom '{blob.name}' holds "
+                f"values from {lo:g} to {hi:g}; scale the data (e.g. transform_param {{ scale: 0.00390625 }} "
+                "for 8-bit pixels) or use rbm_param { visible_type: GAUSSIAN } for real-valued data"
+            )
+
+    def _visible(self, v: np.ndarray, sample: bool) -> None:
+        """``v`` holds ``h W``: make it P(x|h) / E[x|h], or a sample of x|h."""
+        np.add(v, self.blobs[1].data, out=v)
+        if self.gaussian:
+            if sample:
+                z = self._uv[: v.shape[0]]
+                get_rng().standard_normal(out=z, dtype=np.float32)
+                np.add(v, z, out=v)
+            return
+        sigmoid_inplace(v)
+        if sample:
+            u = self._uv[: v.shape[0]]
+            get_rng().random(out=u, dtype=np.float32)
+            K.bernoulli_sample(v.reshape(-1), u.reshape(-1), v.reshape(-1))
+
+    def _sample_hidden(self, p: np.ndarray, out: np.ndarray) -> None:
+        u = self._uh
+        get_rng().random(out=u, dtype=np.float32)
+        K.bernoulli_sample(p.reshape(-1), u.reshape(-1), out.reshape(-1))
+
+    def forward(self, bottom, top) -> None:
+        N = self._N
+        x = bottom[0].data.reshape(N, self.V)
+        self._check_range(bottom[0], x)
+        W = self.blobs[0].data
+        c = self.blobs[2].data
+        h_data = self._P[:N]
+        np.matmul(x, W.T, out=self._A)
+        np.add(self._A, c, out=h_data)
+        sigmoid_inplace(h_data)
+        # a copy: a layer above may work in place on its bottom, and the statistics must survive
+        np.copyto(top[0].data, h_data)
+        self._stats_ready = self.phase == TRAIN and any(self.param_propagate_down)
+        if self._stats_ready:
+            self._gibbs_chain(x)
+        if len(top) > 1:
+            r = self._R
+            np.matmul(h_data, W, out=r)
+            self._visible(r, sample=False)
+            top[1].data[...] = K.squared_error_sum(x.reshape(-1), r.reshape(-1)) / N
+        if len(top) > 2:
+            held_blob = bottom[1]
+            xh = held_blob.data.reshape(self._M, self.V)
+            self._check_range(held_blob, xh)
+            np.matmul(xh, W.T, out=self._Ah)
+            b = self.blobs[1].data
+            K.free_energy_rows(x, self._A, b, c, self.gaussian, self._fe)
+            K.free_energy_rows(xh, self._Ah, b, c, self.gaussian, self._feh)
+            top[2].data[...] = self._fe.mean() - self._feh.mean()
+
+    def _gibbs_chain(self, x: np.ndarray) -> None:
+        """CD-k / PCD-k from the data statistics in ``P[:N]``; leaves the model statistics in
+        ``P[N:]`` (hidden probabilities) and ``Q[N:]`` (visible states), and ``-x`` in ``Q[:N]``."""
+        N = self._N
+        W = self.blobs[0].data
+        c = self.blobs[2].data
+        np.negative(x, out=self._Q[:N])
+        h_model = self._P[N:]
+        x_model = self._Q[N:]
+        if self.persistent:
+            hs = self.chain
+        else:
+            hs = self._hs
+            self._sample_hidden(self._P[:N], hs)
+        for step in range(self.cd_k):
+            np.matmul(hs, W, out=x_model)
+            self._visible(x_model, self.sample_visible)
+            np.matmul(x_model, W.T, out=h_model)
+            np.add(h_model, c, out=h_model)
+            sigmoid_inplace(h_model)
+            if step + 1 < self.cd_k or self.persistent:
+                self._sample_hidden(h_model, hs)
+
+    # ---------------------------------------------------------------- backward
+    def backward(self, top, propagate_down, bottom) -> None:
+        for i, b in enumerate(bottom):
+            if propagate_down[i]:
+                b.diff[...] = 0  # greedy training: nothing flows to the layers below
+        if not self._stats_ready:
+            return
+        N = self._N
+        inv_n = np.float32(1.0 / N)
+        W, b, c = self.blobs
+        if self.param_propagate_down[0]:
+            if self._G is None:
+                self._G = np.empty((self.H, self.V), np.float32)
+            np.matmul(self._P.T, self._Q, out=self._G)  # h_data^T (-x) + h_model^T x_model
+            K.add_scaled(self._G.reshape(-1), inv_n, W.diff.reshape(-1))
+        if self.param_propagate_down[1]:
+            K.signed_column_sums_add(self._Q, 0, inv_n, b.diff)
+        if self.param_propagate_down[2]:
+            K.signed_column_sums_add(self._P, N, inv_n, c.diff)
+
+    # ---------------------------------------------------------------- state
+    def get_state(self) -> list[np.ndarray]:
+        """PCD: ``[hidden states of the persistent chains (num_chains, H)]``; CD: ``[]``."""
+        return [self.chain.copy()] if self.persistent else []
+
+    def set_state(self, arrays) -> None:
+        """Restore the persistent chains; saved chains are ignored (with a warning) by a CD layer,
+        so a run may switch from PCD to CD when it resumes."""
+        shapes = [tuple(np.shape(a)) for a in arrays]
+        if not self.persistent:
+            if shapes:
+                logger.warning("%s: ignoring %d saved persistent chains: the layer trains by CD now",
+                               self.describe(), shapes[0][0] if shapes[0] else 0)
+            return
+        expected = [(self.num_chains, self.H)]
+        if shapes != expected:
+            raise DataError(
+                f"{self.describe()}: the saved persistent chains have shapes {shapes}, but the layer keeps "
+                f"{expected} (num_chains x num_hidden); was the snapshot written with another batch size or "
+                "num_hidden?"
+            )
+        self.chain[...] = arrays[0]
