@@ -33,7 +33,9 @@ def test_user_settings_win():
 def test_set_before_numpy_is_imported():
     import pycaffe_lite._threads as t
 
-    source = open(t.__file__).read()
+    from pathlib import Path
+
+    source = Path(t.__file__).read_text()
     assert "import numpy" not in source
-    first = open(os.path.join(os.path.dirname(t.__file__), "__init__.py")).read()
+    first = (Path(t.__file__).parent / "__init__.py").read_text()
     assert first.index("_threads") < first.index("from .blob")

@@ -11,6 +11,8 @@ im2col
     Whole-batch im2col / col2im for one GEMM per convolution pass, in two layouts.
 pooling
     MAX (with an int32 argmax mask) and AVE pooling, forward and backward, Caffe's rules.
+stochastic_pooling
+    STOCHASTIC pooling: TRAIN sampling (index in the MAX mask's layout), TEST weighted average.
 
 Parallel kernels use ``prange``; set ``OMP_WAIT_POLICY=passive`` and
 ``OPENBLAS_THREAD_TIMEOUT`` before numpy/numba are imported (see PERFORMANCE_NOTES), and call

@@ -68,7 +68,7 @@ class BatchNormLayer(NeuronLayer):
         """
         specs = self.layer_param.param
         if len(specs) == len(self.blobs):
-            if any(s.lr_mult != 0 or s.decay_mult != 0 for s in specs):
+            if any(s.lr_mult != 0 for s in specs):
                 log.info("%s: statistics blobs get lr_mult 0 and decay_mult 0 (Caffe's BatchNorm upgrade)",
                          self.describe())
             for s in specs:

@@ -8,8 +8,8 @@
 
 ``module`` is imported from the prototxt's folder first, then from ``sys.path``; ``layer``
 names a class in it: a subclass of :class:`pycaffe_lite.Layer` (built with the
-LayerParameter, as pycaffe builds ``caffe.Layer``) or any class whose no-argument
-instances have ``setup(bottom, top)``, ``reshape(bottom, top)``, ``forward(bottom, top)``
+LayerParameter, as pycaffe builds ``caffe.Layer``; it defines at least ``reshape`` and
+``forward``) or any class whose no-argument instances have ``setup(bottom, top)``, ``reshape(bottom, top)``, ``forward(bottom, top)``
 and ``backward(top, propagate_down, bottom)`` (``backward`` may be left out by layers
 without bottoms).  Before ``setup`` the instance gets ``param_str``, ``phase`` and
 ``blobs``: a list of learnable :class:`~pycaffe_lite.blob.Blob` that ``setup`` may grow
@@ -147,9 +147,12 @@ class PythonLayer(Layer):
         pp = self.layer_param.python_param
         cls = self._load_class()
         is_layer = issubclass(cls, Layer)
-        required = REQUIRED_METHODS if bottom else REQUIRED_METHODS[:3]
-        missing = [m for m in required if not callable(getattr(cls, m, None))]
-        if not is_layer and missing:
+        if is_layer:  # the base class supplies setup and backward; reshape and forward are the layer's own
+            missing = [m for m in ("reshape", "forward") if getattr(cls, m) is getattr(Layer, m)]
+        else:
+            required = REQUIRED_METHODS if bottom else REQUIRED_METHODS[:3]
+            missing = [m for m in required if not callable(getattr(cls, m, None))]
+        if missing:
             raise self.config_error(
                 f"class '{pp.layer}' of module '{pp.module}' lacks {', '.join(missing)}; a Python layer needs "
                 "setup(bottom, top), reshape(bottom, top), forward(bottom, top) and "

@@ -78,6 +78,11 @@ class NoBackward:
         pass
 
 
+class NoForward(caffe.Layer):
+    def reshape(self, bottom, top):
+        pass
+
+
 class BrokenForward(caffe.Layer):
     def reshape(self, bottom, top):
         top[0].reshape(*bottom[0].shape)
@@ -249,7 +254,7 @@ def test_module_that_fails_to_import_says_why(model_dir):
 def test_missing_class_lists_the_modules_classes(model_dir):
     with pytest.raises(NetConfigError, match=r"layer 'py' \(Python\): module 'pyloss' \(.*pyloss.py\) has no class "
                                              r"'Nope'; its classes: BrokenForward, ChannelScaleLayer, "
-                                             r"EuclideanLossLayer, NoBackward"):
+                                             r"EuclideanLossLayer, NoBackward, NoForward"):
         Net(py_net(model_dir, "pyloss", "Nope"), TRAIN)
 
 
@@ -260,6 +265,12 @@ def test_class_without_backward_is_refused_when_it_has_bottoms(model_dir):
     # a source layer (no bottoms) never runs backward, so it may leave it out
     net = Net(py_net(model_dir, "pyloss", "NoBackward", bottom='top: "z"'), TRAIN)
     assert "z" in net.blobs
+
+
+def test_layer_subclass_must_define_forward(model_dir):
+    with pytest.raises(NetConfigError, match=r"layer 'py' \(Python\): class 'NoForward' of module 'pyloss' "
+                                             r"lacks forward"):
+        Net(py_net(model_dir, "pyloss", "NoForward"), TRAIN)
 
 
 def test_python_param_needs_module_and_layer(model_dir):
