@@ -31,9 +31,9 @@ def test_user_settings_win():
 
 
 def test_set_before_numpy_is_imported():
-    import pycaffe_lite._threads as t
-
     from pathlib import Path
+
+    import pycaffe_lite._threads as t
 
     source = Path(t.__file__).read_text()
     assert "import numpy" not in source
