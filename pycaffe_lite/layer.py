@@ -109,7 +109,8 @@ class Layer:
                 raise self.shape_error(f"{len(self.blobs)} stored parameter blobs, expected {len(shapes)}")
             for i, (b, s) in enumerate(zip(self.blobs, shapes)):
                 if b.shape != s:
-                    if b.count() == int(np.prod(s)) and len(b.shape) == 4 and b.shape[:4 - len(s)] == (1,) * (4 - len(s)):
+                    if len(s) < 4 and len(b.shape) == 4 and b.shape[:4 - len(s)] == (1,) * (4 - len(s)) \
+                            and b.count() == int(np.prod(s)):
                         b.reshape(s)  # legacy 4-d blob, e.g. (1, 1, N, K) for (N, K)
                         continue
                     raise self.shape_error(f"parameter blob {i} has shape {b.shape} but the layer expects {s}")

@@ -16,7 +16,7 @@ def spatial_param(p, name: str, default: int, desc: str, layer: Layer) -> tuple[
     if has_h or has_w:
         if values:
             raise layer.config_error(f"give either {desc} or {name}_h/{name}_w, not both")
-        if not (has_h and has_w):
+        if not (has_h and has_w) and name != "pad":  # pads default to 0; a kernel or stride has no default
             raise layer.config_error(f"{name}_h and {name}_w must be given together")
         return int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))
     if not values:

@@ -97,3 +97,25 @@ def test_kernel_too_big_and_bad_group():
         make("convolution_param { num_output: 2 kernel_size: 5 }").set_up([blob((1, 1, 3, 3))], [Blob()])
     with pytest.raises(NetConfigError, match="group 2 must divide"):
         make("convolution_param { num_output: 3 kernel_size: 1 group: 2 }").set_up([blob((1, 2, 3, 3))], [Blob()])
+
+
+def test_pad_h_alone_is_valid_but_stride_h_alone_is_not():
+    layer = make("convolution_param { num_output: 2 kernel_size: 3 pad_h: 1 }")
+    top = Blob()
+    layer.set_up([blob((1, 1, 4, 4))], [top])
+    assert top.shape == (1, 2, 4, 2)
+    with pytest.raises(NetConfigError, match="stride_h and stride_w must be given together"):
+        make("convolution_param { num_output: 2 kernel_size: 3 stride_h: 2 }").set_up([blob((1, 1, 4, 4))], [Blob()])
+
+
+def test_weights_of_another_4d_layout_are_refused():
+    from pycaffe_lite.proto import caffe_pb2 as pb
+
+    lp = text_format.Parse('name: "conv" type: "Convolution" convolution_param { num_output: 2 kernel_size: 3 }',
+                           pb.LayerParameter())
+    lp.blobs.add().shape.dim.extend([3, 2, 3, 3])  # same count as (2, 3, 3, 3), another layout
+    lp.blobs[0].data.extend([0.0] * 54)
+    lp.blobs.add().shape.dim.extend([2])
+    lp.blobs[1].data.extend([0.0] * 2)
+    with pytest.raises(ShapeError, match=r"parameter blob 0 has shape \(3, 2, 3, 3\) but the layer expects \(2, 3, 3, 3\)"):
+        ConvolutionLayer(lp).set_up([blob((1, 3, 4, 4))], [Blob()])
