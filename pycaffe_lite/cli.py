@@ -4,7 +4,17 @@
     plite test  --model M --weights W [--iterations 50]
     plite time  --model M [--iterations 50]
     plite data mnist [--out-dir data/mnist] [--idx-dir DIR]
-    plite upgrade IN OUT
+    plite data imageset ROOT LISTFILE DB [--resize-height H --resize-width W --gray --shuffle --encoded]
+    plite data mean DB OUT.binaryproto
+    plite upgrade IN OUT                      (prototxt, or a binary caffemodel)
+    plite draw NET OUT.{png,svg,dot} [--rankdir LR] [--phase TRAIN|TEST|ALL]
+    plite log parse LOG [OUT_DIR]  /  plite log plot LOG OUT.png [--x iters|seconds] [--y loss ...]
+    plite features --model M --weights W --blobs b1,b2 --iterations N --out DIR [--format npy|lmdb]
+    plite convert A B                         (.prototxt <-> .yaml)
+    plite models [--dir models]
+
+Nets and solvers may be prototxt or YAML (.yaml/.yml) everywhere.  ``--lenient`` (train,
+test, time, draw) skips fields BVLC Caffe's schema lacks (a fork's) with a warning.
 
 Caffe's single-dash spellings (``-solver``, ``-model``...) are accepted too.  Errors
 print one actionable message and exit 1; ``--debug`` shows the traceback.
@@ -146,10 +156,97 @@ def cmd_data_mnist(args) -> int:
 
 
 def cmd_upgrade(args) -> int:
+    from .io.caffemodel import is_binary_proto_file, upgrade_caffemodel
     from .io.prototxt import upgrade_file
 
+    if is_binary_proto_file(args.input):
+        upgrade_caffemodel(args.input, args.output)
+        log.info("Wrote upgraded binary caffemodel %s to %s", args.input, args.output)
+        return 0
     upgrade_file(args.input, args.output)
     log.info("Wrote upgraded %s to %s", args.input, args.output)
+    return 0
+
+
+def cmd_draw(args) -> int:
+    from .draw import PHASES, draw_net_to_file
+    from .io.prototxt import read_net
+
+    net = read_net(args.net).param
+    how = draw_net_to_file(net, args.out, rankdir=args.rankdir, phase=PHASES[args.phase])
+    log.info("Drew %s (phase %s, rankdir %s) to %s%s", args.net, args.phase, args.rankdir, args.out,
+             " with Graphviz" if how == "graphviz" else "")
+    return 0
+
+
+def cmd_log_parse(args) -> int:
+    from .log_parse import parse_log, save_csv
+
+    parsed = parse_log(args.log)
+    train, test = save_csv(parsed, args.log, args.out_dir)
+    log.info("Wrote %s (%d rows) and %s (%d rows)", train, len(parsed.train), test, len(parsed.test))
+    return 0
+
+
+def cmd_log_plot(args) -> int:
+    from .log_parse import plot_log
+
+    y = [v for item in args.y or [] for v in item.split(",") if v] or None
+    out = plot_log(args.log, args.out, x=args.x, y=y)
+    log.info("Wrote %s", out)
+    return 0
+
+
+def cmd_data_imageset(args) -> int:
+    from .data.images import convert_imageset
+
+    n = convert_imageset(args.root, args.listfile, args.db, resize_height=args.resize_height,
+                         resize_width=args.resize_width, gray=args.gray, shuffle=args.shuffle,
+                         encoded=args.encoded, encode_type=args.encode_type or "", check_size=args.check_size)
+    log.info("Wrote %d images to %s", n, args.db)
+    return 0
+
+
+def cmd_data_mean(args) -> int:
+    from .data.mean import compute_mean, save_mean
+
+    save_mean(compute_mean(args.db), args.output)
+    log.info("Wrote the mean of %s to %s", args.db, args.output)
+    return 0
+
+
+def cmd_features(args) -> int:
+    from .features import extract_features
+
+    blobs = [b for b in args.blobs.split(",") if b]
+    weights = args.weights.split(",") if args.weights else None
+    if not weights:
+        log.warning("no --weights given: extracting features of randomly initialised parameters")
+    extract_features(args.model, weights, blobs, args.iterations, args.out, fmt=args.format)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .io.yaml_format import convert_file
+
+    message = convert_file(args.input, args.output)
+    log.info("Wrote %s (%s) to %s", args.input, type(message).__name__, args.output)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .model_cards import list_models
+
+    cards, without = list_models(args.dir)
+    for c in cards:
+        shape = "x".join(str(d) for d in c.input_shape)
+        weights = f"{c.weights_file} [{c.weights_status()}]" if c.weights_file else "none"
+        print(f"{c.folder.name}: {c.name}\n    task: {c.task}\n    dataset: {c.dataset}\n    input: {shape}"
+              f"\n    source: {c.source}\n    weights: {weights}\n    licence: {c.licence}")
+    for folder in without:
+        print(f"{folder.name}: (no model.yaml)")
+    if not cards and not without:
+        log.warning("no models under %s", args.dir)
     return 0
 
 
@@ -208,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "level", type=int, default=None, help="net state level")
     _add(p, "stage", help="net state stages, comma separated")
     p.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+    p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
 
     p = verb("test", cmd_test, "score a net: mean of every output over --iterations batches")
     _add(p, "model", required=True, help="net prototxt")
@@ -215,12 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "iterations", type=int, default=50, help="number of batches (default 50)")
     _add(p, "level", type=int, default=None)
     _add(p, "stage")
+    p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
 
     p = verb("time", cmd_time, "time forward/backward, per layer, like `caffe time`")
     _add(p, "model", required=True, help="net prototxt")
     _add(p, "iterations", type=int, default=50, help="timed iterations (default 50)")
     _add(p, "level", type=int, default=None)
     _add(p, "stage")
+    p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
 
     p = verb("data", None, "create datasets")
     dsub = p.add_subparsers(dest="dataset", metavar="DATASET")
@@ -230,10 +330,61 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default data/mnist, where models/lenet looks)")
     d.add_argument("--idx-dir", help="folder with the full MNIST IDX files (optionally .gz)")
     d.add_argument("--limit", type=int, help="keep only the first N digits of each set")
+    d = dsub.add_parser("imageset", help="image list ('path label' lines) -> LMDB of Datum, like convert_imageset")
+    d.set_defaults(fn=cmd_data_imageset)
+    d.add_argument("root", help="folder the list's paths are relative to")
+    d.add_argument("listfile", help="text file: one 'relative/path label' per line")
+    d.add_argument("db", help="LMDB folder to write")
+    d.add_argument("--resize-height", "-resize_height", type=int, default=0)
+    d.add_argument("--resize-width", "-resize_width", type=int, default=0)
+    d.add_argument("--gray", "-gray", action="store_true", help="read images as grey (1 channel)")
+    d.add_argument("--shuffle", "-shuffle", action="store_true", help="shuffle the list (see set_random_seed)")
+    d.add_argument("--encoded", "-encoded", action="store_true", help="store encoded images (PNG/JPEG bytes)")
+    d.add_argument("--encode-type", "-encode_type", choices=["png", "jpg"], help="encoding (default: the file's)")
+    d.add_argument("--check-size", "-check_size", action="store_true", help="fail when images differ in size")
+    d = dsub.add_parser("mean", help="per-pixel mean of an LMDB -> binaryproto, like compute_image_mean")
+    d.set_defaults(fn=cmd_data_mean)
+    d.add_argument("db")
+    d.add_argument("output")
 
     p = verb("upgrade", cmd_upgrade, "upgrade a legacy (V0/V1) net or solver prototxt to the current format")
     p.add_argument("input")
     p.add_argument("output")
+
+    p = verb("draw", cmd_draw, "draw a net: .png/.svg (Graphviz if installed, else built in) or .dot text")
+    p.add_argument("net", help="net prototxt or YAML")
+    p.add_argument("out", help="output file: .png, .svg or .dot")
+    p.add_argument("--rankdir", "-rankdir", default="LR", choices=["LR", "TB", "BT", "RL"])
+    p.add_argument("--phase", "-phase", default="ALL", type=str.upper, choices=["TRAIN", "TEST", "ALL"])
+    p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
+
+    p = verb("log", None, "training logs (ours or Caffe's): CSV tables and plots")
+    lsub = p.add_subparsers(dest="log_verb", metavar="ACTION")
+    d = lsub.add_parser("parse", help="LOG -> <LOG>.train.csv and <LOG>.test.csv, like parse_log.py")
+    d.set_defaults(fn=cmd_log_parse)
+    d.add_argument("log")
+    d.add_argument("out_dir", nargs="?", help="where the CSV files go (default: the log's folder)")
+    d = lsub.add_parser("plot", help="plot loss / accuracy / learning rate against iterations or seconds (PNG)")
+    d.set_defaults(fn=cmd_log_plot)
+    d.add_argument("log")
+    d.add_argument("out", help="PNG file to write")
+    d.add_argument("--x", default="iters", choices=["iters", "seconds"])
+    d.add_argument("--y", nargs="+", help="output names (loss, accuracy...) and/or lr; default: all")
+
+    p = verb("features", cmd_features, "save blobs of the TEST net over a dataset, like extract_features")
+    _add(p, "model", required=True, help="net prototxt or YAML")
+    _add(p, "weights", help="caffemodel(s), comma separated")
+    _add(p, "blobs", required=True, help="blob names, comma separated")
+    _add(p, "iterations", type=int, default=1, help="batches to run (default 1)")
+    _add(p, "out", required=True, help="folder to write to")
+    _add(p, "format", default="npy", choices=["npy", "lmdb"], help="one .npy or one LMDB per blob")
+
+    p = verb("convert", cmd_convert, "convert a net or solver between prototxt and YAML (lossless)")
+    p.add_argument("input")
+    p.add_argument("output", help=".yaml/.yml for YAML, anything else for prototxt")
+
+    p = verb("models", cmd_models, "list the model cards (models/*/model.yaml)")
+    p.add_argument("--dir", default="models", help="the models folder (default: ./models)")
     return parser
 
 
@@ -247,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(logging.WARNING if args.quiet else logging.INFO)
+    lenient_before = None
+    if getattr(args, "lenient", False):
+        from .io.prototxt import set_lenient
+
+        lenient_before = set_lenient(True)
     try:
         return args.fn(args)
     except PliteError as e:
@@ -257,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("plite: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if lenient_before is not None:
+            from .io.prototxt import set_lenient
+
+            set_lenient(lenient_before)
 
 
 if __name__ == "__main__":

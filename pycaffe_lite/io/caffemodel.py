@@ -60,3 +60,43 @@ def read_caffemodel(path: str | os.PathLike):
 
 def write_caffemodel(param, path: str | os.PathLike) -> None:
     atomic_write_bytes(param.SerializeToString(), path)
+
+
+def is_binary_proto_file(path: str | os.PathLike) -> bool:
+    """True for a binary protobuf (a caffemodel), False for text (a prototxt).
+
+    ``.caffemodel``/``.binaryproto`` files are binary; otherwise a NUL byte or invalid
+    UTF-8 in the first 64 KB says binary (a caffemodel's float weights always hold them).
+    """
+    path = os.fspath(path)
+    if path.lower().endswith((".caffemodel", ".binaryproto")):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(head) - 4  # a cut multi-byte character at the end is still text
+    return False
+
+
+def upgrade_caffemodel(in_path: str | os.PathLike, out_path: str | os.PathLike):
+    """Rewrite a binary caffemodel in the current format (``plite upgrade`` on a V0/V1 file).
+
+    Legacy ``layers`` (V1, or V0 inside V1) become ``layer`` with their blobs, as Caffe's
+    upgrade_net_proto_binary does.  Returns the upgraded NetParameter.
+    """
+    from ..proto import caffe_pb2
+    from .prototxt import upgrade_net
+
+    param = read_message(in_path, caffe_pb2.NetParameter(), "caffemodel")
+    if not len(param.layer) and not len(param.layers):
+        raise DataError(f"{os.fspath(in_path)}: the caffemodel holds no layers (is it a caffemodel?)")
+    upgrade_net(param, filename=os.fspath(in_path))
+    write_caffemodel(param, out_path)
+    return param

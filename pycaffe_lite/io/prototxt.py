@@ -16,6 +16,12 @@ A net is read in the steps Caffe's ``UpgradeNetAsNeeded`` takes, in its order:
 A net already in the current format passes through unchanged.  Solvers get
 ``solver_type: NESTEROV`` turned into ``type: "Nesterov"``.
 
+Paths ending in ``.yaml``/``.yml`` are read as YAML nets and solvers (same fields and
+nesting; see :mod:`pycaffe_lite.io.yaml_format`).  An unknown field is an error naming
+the field and the line, with a hint when it is a known Caffe fork's field; the opt-in
+lenient mode (``lenient=True``, ``plite ... --lenient``) drops unknown fields instead,
+with a warning for each.
+
 Python's protobuf has no parse-location tree, so a small scanner over the
 (already valid) text recovers the line of every field; ``ParsedNet.layer_lines``
 gives the 1-based line of each entry of ``param.layer`` for error messages.
@@ -45,12 +51,14 @@ from pycaffe_lite.errors import where as _where
 from pycaffe_lite.proto import caffe_pb2
 
 __all__ = [
+    "FORK_FIELDS",
     "ParsedNet",
     "ParsedSolver",
     "parse_net",
     "parse_solver",
     "read_net",
     "read_solver",
+    "set_lenient",
     "upgrade_file",
     "upgrade_net",
     "write_text",
@@ -60,6 +68,51 @@ log = logging.getLogger(__name__)
 
 #: The name messages use for prototxt given as text, like Python's "<string>".
 TEXT_FILENAME = "<string>"
+
+#: Whether read_net/read_solver drop unknown fields (with a warning) when not told;
+#: the CLI's ``--lenient`` sets it, so nets read deep inside a solver follow it too.
+_LENIENT_DEFAULT = False
+
+
+def set_lenient(lenient: bool) -> bool:
+    """Make lenient parsing the default for every later read (returns the old default)."""
+    global _LENIENT_DEFAULT
+    old, _LENIENT_DEFAULT = _LENIENT_DEFAULT, bool(lenient)
+    return old
+
+
+def _lenient(lenient: bool | None) -> bool:
+    return _LENIENT_DEFAULT if lenient is None else bool(lenient)
+
+
+#: Well-known fields of Caffe forks (absent from BVLC Caffe's schema) -> the fork family.
+FORK_FIELDS: dict[str, str] = {
+    "ceil_mode": "a pooling rounding switch several forks added",
+    "roi_pooling_param": "Fast/Faster R-CNN's Caffe",
+    "proposal_param": "Faster R-CNN's Caffe",
+    "smooth_l1_loss_param": "Fast/Faster R-CNN's Caffe",
+    "psroi_pooling_param": "R-FCN's Caffe",
+    "prior_box_param": "SSD's Caffe",
+    "multibox_loss_param": "SSD's Caffe",
+    "detection_output_param": "SSD's Caffe",
+    "detection_evaluate_param": "SSD's Caffe",
+    "annotated_data_param": "SSD's Caffe",
+    "permute_param": "SSD's Caffe",
+    "norm_param": "SSD's Caffe",
+    "video_data_param": "SSD's Caffe",
+    "interp_param": "DeepLab's / PSPNet's Caffe",
+    "upsample_param": "SegNet's Caffe",
+    "bn_param": "the BN fork of Caffe (yjxiong/SegNet)",
+    "shuffle_channel_param": "ShuffleNet forks",
+    "reorg_param": "YOLO ports",
+    "region_param": "YOLO ports",
+    "deformable_convolution_param": "Deformable ConvNets' Caffe",
+    "margin_inner_product_param": "SphereFace's Caffe",
+    "center_loss_param": "the center-loss fork of Caffe",
+    "triplet_loss_param": "triplet-loss forks",
+    "focal_loss_param": "focal-loss forks",
+    "quantization_param": "Ristretto",
+}
 
 # ---------------------------------------------------------------------------
 # Upgrade tables (facts from Caffe's upgrade_proto.cpp)
@@ -310,8 +363,11 @@ class ParsedSolver:
 # Public API
 
 
-def read_net(source: str | os.PathLike[str], *, filename: str | None = None) -> ParsedNet:
-    """Read a net prototxt (path or text), upgrade it, and keep its line numbers.
+def read_net(
+    source: str | os.PathLike[str], *, filename: str | None = None, lenient: bool | None = None
+) -> ParsedNet:
+    """Read a net prototxt (path or text; ``.yaml``/``.yml`` paths as YAML), upgrade it,
+    and keep its line numbers.
 
     Parameters
     ----------
@@ -320,6 +376,9 @@ def read_net(source: str | os.PathLike[str], *, filename: str | None = None) -> 
         ``{`` or ``:`` is taken as text unless it names an existing file).
     filename : str, optional
         Name used in messages; defaults to the path, or ``"<string>"`` for text.
+    lenient : bool, optional
+        Drop fields the schema does not know (a Caffe fork's) with a warning naming
+        each field and line, instead of failing.  Default: :func:`set_lenient`'s.
 
     Returns
     -------
@@ -336,16 +395,25 @@ def read_net(source: str | os.PathLike[str], *, filename: str | None = None) -> 
         inconsistent inputs, an unknown V0 type...).
     """
     text, filename = _load_source(source, filename)
-    return _read_net_text(text, filename)
+    if _is_yaml(source, filename):
+        from .yaml_format import read_net_yaml
+
+        return read_net_yaml(text, filename, lenient=_lenient(lenient))
+    return _read_net_text(text, filename, _lenient(lenient))
 
 
-def parse_net(source: str | os.PathLike[str], *, filename: str | None = None) -> caffe_pb2.NetParameter:
+def parse_net(
+    source: str | os.PathLike[str], *, filename: str | None = None, lenient: bool | None = None
+) -> caffe_pb2.NetParameter:
     """Like :func:`read_net` but return only the upgraded ``NetParameter``."""
-    return read_net(source, filename=filename).param
+    return read_net(source, filename=filename, lenient=lenient).param
 
 
-def read_solver(source: str | os.PathLike[str], *, filename: str | None = None) -> ParsedSolver:
-    """Read a solver prototxt (path or text) and upgrade ``solver_type``.
+def read_solver(
+    source: str | os.PathLike[str], *, filename: str | None = None, lenient: bool | None = None
+) -> ParsedSolver:
+    """Read a solver prototxt (path or text; ``.yaml``/``.yml`` paths as YAML) and upgrade
+    ``solver_type``.
 
     Parameters
     ----------
@@ -353,6 +421,8 @@ def read_solver(source: str | os.PathLike[str], *, filename: str | None = None) 
         A path, or the prototxt text itself (see :func:`read_net`).
     filename : str, optional
         Name used in messages; defaults to the path, or ``"<string>"`` for text.
+    lenient : bool, optional
+        Drop unknown fields with a warning (see :func:`read_net`).
 
     Returns
     -------
@@ -368,12 +438,18 @@ def read_solver(source: str | os.PathLike[str], *, filename: str | None = None) 
         ``solver_type`` and ``type`` are both given and disagree.
     """
     text, filename = _load_source(source, filename)
-    return _read_solver_text(text, filename)
+    if _is_yaml(source, filename):
+        from .yaml_format import read_solver_yaml
+
+        return read_solver_yaml(text, filename, lenient=_lenient(lenient))
+    return _read_solver_text(text, filename, _lenient(lenient))
 
 
-def parse_solver(source: str | os.PathLike[str], *, filename: str | None = None) -> caffe_pb2.SolverParameter:
+def parse_solver(
+    source: str | os.PathLike[str], *, filename: str | None = None, lenient: bool | None = None
+) -> caffe_pb2.SolverParameter:
     """Like :func:`read_solver` but return only the ``SolverParameter``."""
-    return read_solver(source, filename=filename).param
+    return read_solver(source, filename=filename, lenient=lenient).param
 
 
 def upgrade_net(
@@ -456,6 +532,13 @@ def write_text(message: Message, path: str | os.PathLike[str]) -> None:
 # Reading
 
 
+def _is_yaml(source, filename: str | None) -> bool:
+    """A ``.yaml``/``.yml`` path (text given inline is always prototxt)."""
+    if isinstance(source, str) and not _looks_like_path(source):
+        return False
+    return str(filename or source).lower().endswith((".yaml", ".yml"))
+
+
 def _looks_like_path(source: str) -> bool:
     if not source or "\n" in source or "{" in source or source.lstrip().startswith("#"):
         return False
@@ -487,9 +570,9 @@ def _load_source(source: str | os.PathLike[str], filename: str | None) -> tuple[
     return source, filename or TEXT_FILENAME
 
 
-def _read_net_text(text: str, filename: str | None) -> ParsedNet:
+def _read_net_text(text: str, filename: str | None, lenient: bool = False) -> ParsedNet:
     net = caffe_pb2.NetParameter()
-    _parse_text(text, net, filename)
+    text = _parse_text(text, net, filename, lenient)
     root = _scan(text)
     _check_required(net, root, filename)
     kinds = ("layer", "layers")
@@ -498,9 +581,9 @@ def _read_net_text(text: str, filename: str | None) -> ParsedNet:
     return ParsedNet(param=net, filename=filename, layer_lines=lines, layer_fields=fields)
 
 
-def _read_solver_text(text: str, filename: str | None) -> ParsedSolver:
+def _read_solver_text(text: str, filename: str | None, lenient: bool = False) -> ParsedSolver:
     solver = caffe_pb2.SolverParameter()
-    _parse_text(text, solver, filename)
+    text = _parse_text(text, solver, filename, lenient)
     root = _scan(text)
     _check_required(solver, root, filename)
     field_lines = root.first_lines()
@@ -568,11 +651,70 @@ def _place(filename: str | None, line: int | None, column: int | None = None) ->
     return _where(name, line)
 
 
-def _parse_text(text: str, message: Message, filename: str | None) -> None:
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as exc:
-        raise _syntax_error(exc, text, filename) from None
+def _parse_text(text: str, message: Message, filename: str | None, lenient: bool = False) -> str:
+    """Parse ``text`` into ``message``; return the text parsed (lenient mode blanks fields out)."""
+    while True:
+        try:
+            text_format.Parse(text, message)
+            return text
+        except text_format.ParseError as exc:
+            error = _syntax_error(exc, text, filename)
+            match = _UNKNOWN_FIELD.search(str(exc))
+            if not (lenient and match and exc.GetLine() and exc.GetColumn()):
+                raise error from None
+            line, column = exc.GetLine(), exc.GetColumn()
+            blanked = _blank_field(text, line, column)
+            if blanked is None:
+                raise error from None
+            log.warning(
+                "%sskipping unknown field '%s' of %s (lenient mode)",
+                _place(filename, line), match.group(2), match.group(1),
+            )
+            text = blanked
+            message.Clear()
+
+
+def _blank_field(text: str, line: int, column: int) -> str | None:
+    """``text`` with the field starting at ``line``:``column`` (1-based) and its value or
+    block replaced by spaces (newlines kept, so every later line number still holds)."""
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    if line > len(line_starts):
+        return None
+    start = line_starts[line - 1] + column - 1
+    tokens = []
+    for match in _TOKEN.finditer(text, start):
+        if match.lastgroup != "skip":
+            tokens.append(match)
+    if not tokens or tokens[0].lastgroup != "ident":
+        return None
+    i = 1
+    if i < len(tokens) and tokens[i].group() == ":":
+        i += 1
+    if i >= len(tokens):
+        return None
+    opener = tokens[i].group()
+    if opener in ("{", "<", "["):
+        closer = {"{": "}", "<": ">", "[": "]"}[opener]
+        depth = 0
+        for j in range(i, len(tokens)):
+            tok = tokens[j].group()
+            if tok == opener:
+                depth += 1
+            elif tok == closer:
+                depth -= 1
+                if depth == 0:
+                    end = tokens[j].end()
+                    break
+        else:
+            return None
+    else:
+        end = tokens[i].end()
+        # a string value may be a run of adjacent literals ("a" "b")
+        while i + 1 < len(tokens) and tokens[i].lastgroup == "string" and tokens[i + 1].lastgroup == "string":
+            i += 1
+            end = tokens[i].end()
+    removed = re.sub(r"[^\n]", " ", text[start:end])
+    return text[:start] + removed + text[end:]
 
 
 def _syntax_error(exc: text_format.ParseError, text: str, filename: str | None) -> PrototxtSyntaxError:
@@ -606,7 +748,9 @@ def _syntax_error(exc: text_format.ParseError, text: str, filename: str | None) 
 def _field_hint(type_name: str, name: str) -> str:
     hint = _MISPLACED_HINTS.get((type_name, name))
     if hint:
-        return f" ({hint})"
+        return f" ({hint}){_fork_hint(name) if name in FORK_FIELDS else ''}"
+    if name in FORK_FIELDS:
+        return _fork_hint(name)
     try:
         desc = caffe_pb2.DESCRIPTOR.pool.FindMessageTypeByName(type_name)
     except KeyError:
@@ -618,7 +762,18 @@ def _field_hint(type_name: str, name: str) -> str:
         return " (this looks like a solver definition, not a net)"
     if type_name == "caffe.SolverParameter" and name in caffe_pb2.NetParameter.DESCRIPTOR.fields_by_name:
         return " (this looks like a net definition, not a solver)"
-    return ""
+    return (
+        "; it is not in BVLC Caffe's schema: if the file was written for a Caffe fork, remove the "
+        "field or pass --lenient (read_net(..., lenient=True)) to skip unknown fields with a warning"
+    )
+
+
+def _fork_hint(name: str) -> str:
+    return (
+        f"; '{name}' comes from a Caffe fork ({FORK_FIELDS[name]}), not BVLC Caffe: this file was "
+        "written for that fork. Remove the field, or pass --lenient (read_net(..., lenient=True)) to "
+        "skip unknown fields with a warning"
+    )
 
 
 def _enum_hint(type_name: str, value: str) -> str:

@@ -16,19 +16,6 @@ BERNOULLI = caffe_pb2.RBMParameter.BERNOULLI
 GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
 
 
-def sigmoid_inplace(a: np.ndarray) -> np.ndarray:
-    """``a = 1 / (1 + exp(-a))`` in place, as ``0.5 * tanh(0.5 a) + 0.5``.
-
-    The tanh form never overflows (no warnings at large |a|) and NumPy's SIMD tanh beats a
-    Numba loop here (see kernels/sampling.py); its absolute error is below 1e-7.
-    """
-    np.multiply(a, 0.5, out=a)
-    np.tanh(a, out=a)
-    np.multiply(a, 0.5, out=a)
-    np.add(a, 0.5, out=a)
-    return a
-
-
 @register_layer("RBM")
 class RBMLayer(Layer):
     """Restricted Boltzmann machine: binary hidden units h over visible units x.
@@ -46,7 +33,7 @@ class RBMLayer(Layer):
     ``sigmoid(b + P(h|x) W)`` (Bernoulli) or ``b + P(h|x) W`` (Gaussian); the same in TRAIN and
     TEST and as :func:`pycaffe_lite.rbm_eval.reconstruction_error`.
     Top 2 (optional, needs bottom 1): free-energy gap ``mean F(x) - mean F(x_heldout)``
-    (Hinton's practical guide, section 6: a gap that grows means over-fitting).
+    (Hinton's practical guide, "Monitoring the overfitting": a growing gap means over-fitting).
     Tops 1 and 2 are for display: their loss weight must be 0 (the default).
     Blobs: W (H, V), visible bias b (V,), hidden bias c (H,).  Default fillers: W gaussian
     std 0.01, biases 0.
@@ -60,7 +47,7 @@ class RBMLayer(Layer):
 
     so that the solver's ``w -= lr * diff`` ascends the likelihood and momentum, weight
     decay, lr policies and every solver apply unchanged.  What is sampled and what is a
-    probability (Hinton's practical guide, sections 3-4):
+    probability (Hinton's practical guide, "How to collect statistics when using CD"):
 
     * data statistics use ``h_data = P(h | x)`` (probabilities);
     * the chain is driven by sampled hidden states: CD starts from ``h0 ~ P(h | x)``, PCD
@@ -77,7 +64,9 @@ class RBMLayer(Layer):
     ``random_seed`` makes training repeatable.  Bottom diffs are set to 0: an RBM is trained
     greedily, and fine-tuning uses the equivalent InnerProduct + Sigmoid net.  In TEST
     phase (or with every lr_mult 0) the layer is a deterministic feature layer: no random
-    draws, no chain (a TEST net keeps no persistent chains, whatever its batch size).  References: Hinton, "Training products of experts by minimizing
+    draws, no chain (a TEST net keeps no persistent chains, whatever its batch size).
+    Logistic units are computed as ``0.5 tanh(z / 2) + 0.5`` (no overflow; see
+    kernels/sampling.py).  References: Hinton, "Training products of experts by minimizing
     contrastive divergence" (2002); Tieleman, "Training restricted Boltzmann machines using
     approximations to the likelihood gradient" (ICML 2008); Hinton, "A practical guide to
     training restricted Boltzmann machines" (UTML TR 2010-003).
@@ -153,10 +142,14 @@ class RBMLayer(Layer):
     def _allocate(self, N: int) -> None:
         H, V = self.H, self.V
         f32 = np.float32
-        self._A = np.empty((N, H), f32)       # x W^T (no bias): kept for the free energy
-        self._P = np.empty((2 * N, H), f32)   # [h_data; h_model] probabilities
-        self._Q = np.empty((2 * N, V), f32)   # [-x_data; x_model]: dW ~ P^T Q
-        self._hs = np.empty((N, H), f32)      # sampled hidden states (CD)
+        # Rows [:N] belong to the data, rows [N:] to the model (the chain), so that one product
+        # P^T Q = -h_data^T x + h_model^T x_model gives the weight statistic, and PCD computes
+        # both hidden layers with one product [x; x_model] W^T.
+        self._A = np.empty((2 * N, H), f32)   # [x; x_model] W^T (no bias); A[:N] feeds F(x)
+        self._T = np.empty((2 * N, H), f32)   # tanh((A + c) / 2)
+        self._P = np.empty((2 * N, H), f32)   # [-h_data; h_model] probabilities
+        self._Q = np.empty((2 * N, V), f32)   # [x; x_model]
+        self._hs = np.empty((N, H), f32)      # sampled hidden states driving a CD chain
         self._uh = np.empty((N, H), f32)      # uniforms for hidden samples
         self._uv = np.empty((N, V), f32)      # uniforms / normals for visible samples
         self._R = np.empty((N, V), f32)       # mean-field reconstruction (top 1)
@@ -197,89 +190,119 @@ class RBMLayer(Layer):
                 self._M = M
 
     # ---------------------------------------------------------------- forward
+    def _range_error(self, blob, lo: float, hi: float) -> DataError:
+        return DataError(
+            f"{self.describe()}: Bernoulli visible units need data in [0, 1], but bottom '{blob.name}' holds "
+            f"values from {lo:g} to {hi:g}; scale the data (e.g. transform_param {{ scale: 0.00390625 }} "
+            "for 8-bit pixels) or use rbm_param { visible_type: GAUSSIAN } for real-valued data"
+        )
+
     def _check_range(self, blob, x: np.ndarray) -> None:
         if self.gaussian or x.size == 0:
             return
         lo, hi = float(x.min()), float(x.max())
         if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
-            raise DataError(
-                f"{self.describe()}: Bernoulli visible units need data in [0, 1], but bottom '{blob.name}' holds "
-                f"values from {lo:g} to {hi:g}; scale the data (e.g. transform_param {{ scale: 0.00390625 }} "
-                "for 8-bit pixels) or use rbm_param { visible_type: GAUSSIAN } for real-valued data"
-            )
+            raise self._range_error(blob, lo, hi)
+
+    def _tanh_half(self, a: np.ndarray, bias: np.ndarray, t: np.ndarray) -> None:
+        """``t = tanh((a + bias) / 2)``, so that ``sigmoid(a + bias) = 0.5 t + 0.5``."""
+        K.add_bias_half(a, bias, t)
+        np.tanh(t, out=t)
 
     def _visible(self, v: np.ndarray, sample: bool) -> None:
         """``v`` holds ``h W``: make it P(x|h) / E[x|h], or a sample of x|h."""
-        np.add(v, self.blobs[1].data, out=v)
+        b = self.blobs[1].data
+        rows = v.shape[0]
         if self.gaussian:
+            np.add(v, b, out=v)
             if sample:
-                z = self._uv[: v.shape[0]]
+                z = self._uv[:rows]
                 get_rng().standard_normal(out=z, dtype=np.float32)
                 np.add(v, z, out=v)
             return
-        sigmoid_inplace(v)
+        self._tanh_half(v, b, v)
         if sample:
-            u = self._uv[: v.shape[0]]
+            u = self._uv[:rows]
             get_rng().random(out=u, dtype=np.float32)
-            K.bernoulli_sample(v.reshape(-1), u.reshape(-1), v.reshape(-1))
-
-    def _sample_hidden(self, p: np.ndarray, out: np.ndarray) -> None:
-        u = self._uh
-        get_rng().random(out=u, dtype=np.float32)
-        K.bernoulli_sample(p.reshape(-1), u.reshape(-1), out.reshape(-1))
+            K.sigmoid_from_tanh_sample(v, u, v, v)
+        else:
+            K.sigmoid_from_tanh(v, v)
 
     def forward(self, bottom, top) -> None:
         N = self._N
         x = bottom[0].data.reshape(N, self.V)
-        self._check_range(bottom[0], x)
+        lo, hi = K.copy_min_max(x, self._Q[:N])
+        if not self.gaussian and not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+            raise self._range_error(bottom[0], float(lo), float(hi))
         W = self.blobs[0].data
         c = self.blobs[2].data
-        h_data = self._P[:N]
-        np.matmul(x, W.T, out=self._A)
-        np.add(self._A, c, out=h_data)
-        sigmoid_inplace(h_data)
-        # a copy: a layer above may work in place on its bottom, and the statistics must survive
-        np.copyto(top[0].data, h_data)
+        h_top = top[0].data
         self._stats_ready = self.phase == TRAIN and any(self.param_propagate_down)
-        if self._stats_ready:
-            self._gibbs_chain(x)
+        if not self._stats_ready:
+            np.matmul(x, W.T, out=self._A[:N])
+            self._tanh_half(self._A[:N], c, self._T[:N])
+            K.sigmoid_from_tanh(self._T[:N], h_top)
+        elif self.persistent:
+            self._pcd_chain(h_top)
+        else:
+            self._cd_chain(x, h_top)
+        # The statistics live in P and Q, not in the top: a layer above may work in place on it.
         if len(top) > 1:
             r = self._R
-            np.matmul(h_data, W, out=r)
+            np.matmul(h_top, W, out=r)
             self._visible(r, sample=False)
-            top[1].data[...] = K.squared_error_sum(x.reshape(-1), r.reshape(-1)) / N
+            top[1].data[...] = K.squared_error_sum(x, r) / N
         if len(top) > 2:
             held_blob = bottom[1]
             xh = held_blob.data.reshape(self._M, self.V)
             self._check_range(held_blob, xh)
             np.matmul(xh, W.T, out=self._Ah)
             b = self.blobs[1].data
-            K.free_energy_rows(x, self._A, b, c, self.gaussian, self._fe)
+            K.free_energy_rows(x, self._A[:N], b, c, self.gaussian, self._fe)
             K.free_energy_rows(xh, self._Ah, b, c, self.gaussian, self._feh)
             top[2].data[...] = self._fe.mean() - self._feh.mean()
 
-    def _gibbs_chain(self, x: np.ndarray) -> None:
-        """CD-k / PCD-k from the data statistics in ``P[:N]``; leaves the model statistics in
-        ``P[N:]`` (hidden probabilities) and ``Q[N:]`` (visible states), and ``-x`` in ``Q[:N]``."""
+    def _sample_uniforms(self) -> np.ndarray:
+        get_rng().random(out=self._uh, dtype=np.float32)
+        return self._uh
+
+    def _cd_chain(self, x: np.ndarray, h_top: np.ndarray) -> None:
+        """CD-k: h_data = P(h|x) (top and statistics) and h0 ~ h_data; then k steps of
+        x_model = P(x|h) (sampled if sample_visible), h_model = P(h|x_model), h ~ h_model."""
         N = self._N
         W = self.blobs[0].data
         c = self.blobs[2].data
-        np.negative(x, out=self._Q[:N])
-        h_model = self._P[N:]
-        x_model = self._Q[N:]
-        if self.persistent:
-            hs = self.chain
-        else:
-            hs = self._hs
-            self._sample_hidden(self._P[:N], hs)
+        A, T, P, Q, hs = self._A, self._T, self._P, self._Q, self._hs
+        np.matmul(x, W.T, out=A[:N])
+        self._tanh_half(A[:N], c, T[:N])
+        K.hidden_data_sample(T[:N], self._sample_uniforms(), h_top, P[:N], hs)
         for step in range(self.cd_k):
-            np.matmul(hs, W, out=x_model)
-            self._visible(x_model, self.sample_visible)
-            np.matmul(x_model, W.T, out=h_model)
-            np.add(h_model, c, out=h_model)
-            sigmoid_inplace(h_model)
-            if step + 1 < self.cd_k or self.persistent:
-                self._sample_hidden(h_model, hs)
+            np.matmul(hs, W, out=Q[N:])
+            self._visible(Q[N:], self.sample_visible)
+            np.matmul(Q[N:], W.T, out=A[N:])
+            self._tanh_half(A[N:], c, T[N:])
+            if step + 1 < self.cd_k:
+                K.sigmoid_from_tanh_sample(T[N:], self._sample_uniforms(), P[N:], hs)
+            else:
+                K.sigmoid_from_tanh(T[N:], P[N:])
+
+    def _pcd_chain(self, h_top: np.ndarray) -> None:
+        """PCD-k: each step x_model = P(x|h) from the chains' hidden states, h_model =
+        P(h|x_model), chains <- h ~ h_model.  The first step computes the data's hidden
+        probabilities in the same product: [x; x_model] W^T."""
+        N = self._N
+        W = self.blobs[0].data
+        c = self.blobs[2].data
+        A, T, P, Q = self._A, self._T, self._P, self._Q
+        for step in range(self.cd_k):
+            np.matmul(self.chain, W, out=Q[N:])
+            self._visible(Q[N:], self.sample_visible)
+            rows = slice(0, 2 * N) if step == 0 else slice(N, 2 * N)
+            np.matmul(Q[rows], W.T, out=A[rows])
+            self._tanh_half(A[rows], c, T[rows])
+            if step == 0:
+                K.hidden_data(T[:N], h_top, P[:N])
+            K.sigmoid_from_tanh_sample(T[N:], self._sample_uniforms(), P[N:], self.chain)
 
     # ---------------------------------------------------------------- backward
     def backward(self, top, propagate_down, bottom) -> None:
@@ -291,15 +314,16 @@ class RBMLayer(Layer):
         N = self._N
         inv_n = np.float32(1.0 / N)
         W, b, c = self.blobs
+        if self._G is None:
+            self._G = np.empty((self.H, self.V), np.float32)
+            self._scratch = np.empty(max(self.H, self.V), np.float64)
         if self.param_propagate_down[0]:
-            if self._G is None:
-                self._G = np.empty((self.H, self.V), np.float32)
-            np.matmul(self._P.T, self._Q, out=self._G)  # h_data^T (-x) + h_model^T x_model
+            np.matmul(self._P.T, self._Q, out=self._G)  # -h_data^T x + h_model^T x_model
             K.add_scaled(self._G.reshape(-1), inv_n, W.diff.reshape(-1))
         if self.param_propagate_down[1]:
-            K.signed_column_sums_add(self._Q, 0, inv_n, b.diff)
+            K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
         if self.param_propagate_down[2]:
-            K.signed_column_sums_add(self._P, N, inv_n, c.diff)
+            K.signed_column_sums_add(self._P, 0, inv_n, self._scratch, c.diff)
 
     # ---------------------------------------------------------------- state
     def get_state(self) -> list[np.ndarray]:

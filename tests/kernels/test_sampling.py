@@ -8,54 +8,111 @@ import pytest
 from pycaffe_lite.kernels import sampling as K
 
 SHAPES = {"random": (5, 7), "odd": (3, 13), "size1": (1, 1), "one_row": (1, 9)}
+ids = pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 
 
 def rand(shape, seed, low=-1.0, high=1.0):
     return np.random.default_rng(seed).uniform(low, high, size=shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
-def test_bernoulli_sample(shape):
-    p = rand(shape, 0, 0.0, 1.0)
+def tanh_half(z):
+    return np.tanh(0.5 * z.astype(np.float64))
+
+
+def sig(z):
+    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
+@ids
+def test_add_bias_half(shape):
+    a, bias = rand(shape, 0, -5, 5), rand(shape[1], 1)
+    out = np.empty_like(a)
+    K.add_bias_half(a, bias, out)
+    np.testing.assert_allclose(out, 0.5 * (a.astype(np.float64) + bias), rtol=1e-6, atol=1e-7)
+    K.add_bias_half(a, bias, a)  # in place
+    np.testing.assert_array_equal(a, out)
+
+
+@ids
+def test_sigmoid_from_tanh(shape):
+    z = rand(shape, 0, -30, 30)
+    t = tanh_half(z).astype(np.float32)
+    out = np.empty_like(t)
+    K.sigmoid_from_tanh(t, out)
+    np.testing.assert_allclose(out, sig(z), atol=2e-7)
+    K.sigmoid_from_tanh(t, t)
+    np.testing.assert_array_equal(t, out)
+
+
+@ids
+def test_sigmoid_from_tanh_sample(shape):
+    t = rand(shape, 0)
     u = rand(shape, 1, 0.0, 1.0)
-    p.flat[0], u.flat[0] = 0.0, 0.0  # p = 0 never fires, even for u = 0
-    out = np.full(shape, 7.0, np.float32)
-    K.bernoulli_sample(p.ravel(), u.ravel(), out.ravel())
-    np.testing.assert_array_equal(out, (u < p).astype(np.float32))
-    # p = 1 always fires; out may alias p
-    ones = np.ones(shape, np.float32)
-    K.bernoulli_sample(ones.ravel(), u.ravel(), ones.ravel())
-    assert np.all(ones == 1)
-    # in place over the probabilities
-    q = p.copy()
-    K.bernoulli_sample(q.ravel(), u.ravel(), q.ravel())
-    np.testing.assert_array_equal(q, out)
+    t.flat[0], u.flat[0] = -1.0, 0.0  # p = 0 never fires, even for u = 0
+    if t.size > 1:
+        t.flat[1] = 1.0  # p = 1 always fires
+    p, s = np.empty_like(t), np.full(shape, 7.0, np.float32)
+    K.sigmoid_from_tanh_sample(t, u, p, s)
+    expected_p = 0.5 * t.astype(np.float64) + 0.5
+    np.testing.assert_allclose(p, expected_p, atol=1e-7)
+    np.testing.assert_array_equal(s, (u < p).astype(np.float32))
+    assert s.flat[0] == 0 and (t.size == 1 or s.flat[1] == 1)
+    both = t.copy()
+    K.sigmoid_from_tanh_sample(both, u, both, both)  # outputs aliasing the input: the sample remains
+    np.testing.assert_array_equal(both, s)
 
 
-def test_bernoulli_sample_frequency():
-    p = np.full(20000, 0.3, np.float32)
-    u = np.random.default_rng(3).random(20000, dtype=np.float32)
-    out = np.empty_like(p)
-    K.bernoulli_sample(p, u, out)
-    assert abs(out.mean() - 0.3) < 0.01
+def test_sampling_frequency():
+    t = np.full((1, 20000), 2 * 0.3 - 1, np.float32)  # p = 0.3
+    u = np.random.default_rng(3).random((1, 20000), dtype=np.float32)
+    p, s = np.empty_like(t), np.empty_like(t)
+    K.sigmoid_from_tanh_sample(t, u, p, s)
+    assert abs(s.mean() - 0.3) < 0.01
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@ids
+def test_hidden_data(shape):
+    t, u = rand(shape, 0), rand(shape, 1, 0.0, 1.0)
+    p, neg, s = np.empty_like(t), np.empty_like(t), np.empty_like(t)
+    K.hidden_data_sample(t, u, p, neg, s)
+    np.testing.assert_allclose(p, 0.5 * t.astype(np.float64) + 0.5, atol=1e-7)
+    np.testing.assert_array_equal(neg, -p)
+    np.testing.assert_array_equal(s, (u < p).astype(np.float32))
+    p2, neg2 = np.empty_like(t), np.empty_like(t)
+    K.hidden_data(t, p2, neg2)
+    np.testing.assert_array_equal(p2, p)
+    np.testing.assert_array_equal(neg2, neg)
+
+
+@ids
+def test_copy_min_max(shape):
+    x = rand(shape, 0)
+    out = np.empty((shape[0] * 2, shape[1]), np.float32)
+    lo, hi = K.copy_min_max(x, out[: shape[0]])  # into the first rows of a bigger buffer
+    np.testing.assert_array_equal(out[: shape[0]], x)
+    assert (lo, hi) == (x.min(), x.max())
+    x.flat[-1] = np.nan
+    lo, hi = K.copy_min_max(x, out[: shape[0]])
+    assert np.isnan(lo) and np.isnan(hi)
+
+
+@ids
 def test_add_scaled(shape):
-    x, out = rand(shape, 0), rand(shape, 1)
+    x, out = rand(shape, 0).ravel(), rand(shape, 1).ravel()
     expected = out.astype(np.float64) + 0.25 * x
-    K.add_scaled(x.ravel(), np.float32(0.25), out.ravel())
+    K.add_scaled(x, np.float32(0.25), out)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@ids
 @pytest.mark.parametrize("split", [0, 1, "all"])
 def test_signed_column_sums_add(shape, split):
     a, out = rand(shape, 0), rand(shape[1], 1)
     s = shape[0] if split == "all" else min(split, shape[0])
     a64 = a.astype(np.float64)
     expected = out + 0.5 * (a64[s:].sum(axis=0) - a64[:s].sum(axis=0))
-    K.signed_column_sums_add(a, s, 0.5, out)
+    scratch = np.full(shape[1] + 3, 99.0)  # stale values must not leak in
+    K.signed_column_sums_add(a, s, np.float32(0.5), scratch, out)
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -66,7 +123,7 @@ def ref_free_energy(x, pre, b, c, gaussian):
     return visible - hidden
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@ids
 @pytest.mark.parametrize("gaussian", [False, True])
 def test_free_energy_rows(shape, gaussian):
     N, V = shape
@@ -81,8 +138,8 @@ def test_free_energy_rows(shape, gaussian):
     np.testing.assert_allclose(out32, out, rtol=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@ids
 def test_squared_error_sum(shape):
     x, r = rand(shape, 0), rand(shape, 1)
     expected = ((x.astype(np.float64) - r) ** 2).sum()
-    assert K.squared_error_sum(x.ravel(), r.ravel()) == pytest.approx(expected, rel=1e-12)
+    assert K.squared_error_sum(x, r) == pytest.approx(expected, rel=1e-12)
