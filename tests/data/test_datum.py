@@ -42,12 +42,22 @@ def test_bad_array_rank():
         array_to_datum(np.zeros((1, 1, 1, 1), np.uint8))
 
 
-def test_encoded_needs_pillow():
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        datum = caffe_pb2.Datum(encoded=True, data=b"\x89PNG....")
-        with pytest.raises(DataError, match="encoded images need Pillow; not supported yet"):
-            datum_to_array(datum)
-    else:
-        pytest.skip("Pillow is installed: encoded records are decoded")
+def test_encoded_png_is_decoded_to_bgr_chw():
+    import io
+
+    from PIL import Image
+
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    rgb[0, 0] = (1, 2, 3)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    arr, label = datum_to_array(caffe_pb2.Datum(encoded=True, data=buf.getvalue(), label=4))
+    assert label == 4 and arr.shape == (3, 2, 3)
+    np.testing.assert_array_equal(arr[2], rgb[..., 0])  # BGR: red is the last channel, as Caffe stores it
+    assert tuple(arr[:, 0, 0]) == (3, 2, 1)
+
+
+def test_corrupt_encoded_record_is_a_data_error():
+    with pytest.raises(DataError):
+        datum_to_array(caffe_pb2.Datum(encoded=True, data=b"\x89PNG not really"))
