@@ -3,7 +3,7 @@
     plite train --solver S [--weights a.caffemodel[,b.caffemodel]] [--snapshot X.solverstate]
     plite test  --model M --weights W [--iterations 50]
     plite time  --model M [--iterations 50]
-    plite data mnist [--out-dir data/mnist] [--idx-dir DIR]
+    plite data mnist [--out-dir data/mnist] [--idx-dir DIR] [--siamese]
     plite data imageset ROOT LISTFILE DB [--resize-height H --resize-width W --gray --shuffle --encoded]
     plite data mean DB OUT.binaryproto
     plite upgrade IN OUT                      (prototxt, or a binary caffemodel)
@@ -12,6 +12,7 @@
     plite features --model M --weights W --blobs b1,b2 --iterations N --out DIR [--format npy|lmdb]
     plite convert A B                         (.prototxt <-> .yaml)
     plite models [--dir models]
+    plite summary --model M [--phase TRAIN|TEST]   (per layer: top shape, neurons, parameters, connections)
 
 Nets and solvers may be prototxt or YAML (.yaml/.yml) everywhere.  ``--lenient`` (train,
 test, time, draw) skips fields BVLC Caffe's schema lacks (a fork's) with a warning.
@@ -147,9 +148,13 @@ def cmd_time(args) -> int:
 
 
 def cmd_data_mnist(args) -> int:
-    from .data.mnist import prepare_mnist
+    from .data.mnist import prepare_mnist, prepare_mnist_siamese
 
-    paths = prepare_mnist(args.out_dir, idx_dir=args.idx_dir, limit=args.limit, overwrite=True)
+    if args.siamese:
+        paths = prepare_mnist_siamese(args.out_dir, idx_dir=args.idx_dir, limit=args.limit, seed=args.seed,
+                                      overwrite=True)
+    else:
+        paths = prepare_mnist(args.out_dir, idx_dir=args.idx_dir, limit=args.limit, overwrite=True)
     for p in paths:
         log.info("Wrote %s", p)
     return 0
@@ -250,6 +255,17 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_summary(args) -> int:
+    from .layer import TEST, TRAIN
+    from .net import Net
+    from .summary import format_summary, summarize
+
+    net = Net(args.model, phase=TRAIN if args.phase == "TRAIN" else TEST, level=args.level, stages=_stages(args))
+    print(f"{net.name or args.model} (phase {args.phase})")
+    print(format_summary(summarize(net)))
+    return 0
+
+
 # ------------------------------------------------------------------------ helpers
 def _g(v) -> str:
     return f"{float(v):.6g}"
@@ -330,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default data/mnist, where models/lenet looks)")
     d.add_argument("--idx-dir", help="folder with the full MNIST IDX files (optionally .gz)")
     d.add_argument("--limit", type=int, help="keep only the first N digits of each set")
+    d.add_argument("--siamese", action="store_true", help="random digit pairs (2-channel Datums, label 1 = same "
+                   "digit) -> mnist_siamese_{train,test}_lmdb, as examples/siamese/create_mnist_siamese.sh")
+    d.add_argument("--seed", type=int, default=0, help="seed of the --siamese pairing (default 0)")
     d = dsub.add_parser("imageset", help="image list ('path label' lines) -> LMDB of Datum, like convert_imageset")
     d.set_defaults(fn=cmd_data_imageset)
     d.add_argument("root", help="folder the list's paths are relative to")
@@ -385,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("models", cmd_models, "list the model cards (models/*/model.yaml)")
     p.add_argument("--dir", default="models", help="the models folder (default: ./models)")
+
+    p = verb("summary", cmd_summary, "per layer: top shape, neurons, trainable parameters, connections")
+    _add(p, "model", required=True, help="net prototxt or YAML")
+    _add(p, "phase", default="TRAIN", type=str.upper, choices=["TRAIN", "TEST"])
+    _add(p, "level", type=int, default=None)
+    _add(p, "stage")
+    p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
     return parser
 
 

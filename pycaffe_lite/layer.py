@@ -83,7 +83,11 @@ class Layer:
     def set_state(self, arrays: Sequence[np.ndarray]) -> None:
         """Restore what :meth:`get_state` returned (when a solverstate is restored)."""
         if len(arrays):
-            raise self.shape_error(f"carries no state across iterations, but {len(arrays)} saved arrays were given")
+            import logging
+
+            logging.getLogger("pycaffe_lite").warning(
+                "%s: carries no state across iterations; %d saved arrays ignored", self.describe(), len(arrays)
+            )
 
     # ---- helpers for layers -------------------------------------------------------
     def describe(self) -> str:

@@ -7,7 +7,8 @@ height rows, width cols, data = the raw pixels, label).
 
 :func:`prepare_mnist` is what ``plite data mnist`` runs: it converts the 5,000
 digits bundled with the package (or the full IDX files in a folder) into
-``mnist_train_lmdb`` and ``mnist_test_lmdb``.
+``mnist_train_lmdb`` and ``mnist_test_lmdb``.  :func:`prepare_mnist_siamese`
+(``plite data mnist --siamese``) makes the siamese example's pair databases.
 """
 from __future__ import annotations
 
@@ -234,5 +235,81 @@ def prepare_mnist(out_dir, idx_dir=None, limit: int | None = None, *,
             labels = _find_idx(src, prefix, "labels-idx1")
         db_path = str(out_dir / db)
         convert_mnist(images, labels, db_path, limit=limit, overwrite=overwrite)
+        paths.append(db_path)
+    return paths[0], paths[1]
+
+
+# ---- siamese pairs ----------------------------------------------------------------------
+SIAMESE_TRAIN_DB = "mnist_siamese_train_lmdb"
+SIAMESE_TEST_DB = "mnist_siamese_test_lmdb"
+
+
+def make_siamese_pairs(images: np.ndarray, labels: np.ndarray, seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random pairs of digits as Caffe's convert_mnist_siamese_data makes them.
+
+    As many pairs as images; pair ``k`` takes two indices drawn uniformly (with
+    replacement, so an image may pair with itself) and stacks the two images as
+    channels 0 and 1.  Its label is 1 when the two digits are the same, else 0.
+
+    Returns
+    -------
+    (pairs uint8 (N, 2, rows, cols), similar uint8 (N,))
+    """
+    n = len(images)
+    if n == 0:
+        raise DataError("no images to pair")
+    index = np.random.default_rng(seed).integers(0, n, size=(n, 2))
+    pairs = images[index]  # (N, 2, rows, cols)
+    similar = (labels[index[:, 0]] == labels[index[:, 1]]).astype(np.uint8)
+    return pairs, similar
+
+
+def prepare_mnist_siamese(out_dir, idx_dir=None, limit: int | None = None, *, seed: int | None = 0,
+                          overwrite: bool = False) -> tuple[str, str]:
+    """Create ``<out_dir>/mnist_siamese_train_lmdb`` and ``<out_dir>/mnist_siamese_test_lmdb``.
+
+    What Caffe's ``examples/siamese/create_mnist_siamese.sh`` makes, as LMDB instead of
+    LevelDB: for each set (the first ``limit`` digits of it), as many Datums as digits,
+    keys ``%08d``, each 2 x rows x cols (a random pair, see :func:`make_siamese_pairs`)
+    with label 1 for the same digit and 0 otherwise.  Caffe draws the pairs from an
+    unseeded generator; ``seed`` makes them repeatable here (None: a fresh draw).
+    Parameters otherwise as :func:`prepare_mnist`.
+
+    Returns
+    -------
+    (train_path, test_path)
+    """
+    out_dir = Path(out_dir)
+    src = bundled_mnist_dir() if idx_dir is None else Path(idx_dir)
+    if idx_dir is not None and not src.is_dir():
+        raise DataError(f"MNIST folder '{idx_dir}' does not exist; download the IDX files from {MNIST_URL}")
+    if not overwrite:
+        for db in (SIAMESE_TRAIN_DB, SIAMESE_TEST_DB):
+            if os.path.lexists(out_dir / db):
+                raise DataError(
+                    f"'{out_dir / db}' already exists; delete it or pass overwrite=True (--overwrite) to replace it"
+                )
+    paths = []
+    for k, (prefix, db) in enumerate((("train", SIAMESE_TRAIN_DB), ("t10k", SIAMESE_TEST_DB))):
+        if idx_dir is None:
+            image_file = src / f"{prefix}-images-idx3-ubyte.gz"
+            label_file = src / f"{prefix}-labels-idx1-ubyte.gz"
+        else:
+            image_file = _find_idx(src, prefix, "images-idx3")
+            label_file = _find_idx(src, prefix, "labels-idx1")
+        images, labels = read_idx_images(image_file), read_idx_labels(label_file)
+        if len(images) != len(labels):
+            raise DataError(
+                f"'{image_file}' holds {len(images)} images but '{label_file}' holds {len(labels)} labels; "
+                f"they must come from the same set"
+            )
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        # the test set gets its own stream, so that its pairs do not depend on the training set's size
+        pairs, similar = make_siamese_pairs(images, labels, None if seed is None else seed + k)
+        log.info("A total of %d pairs (%d of the same digit). Rows: %d Cols: %d", len(pairs), int(similar.sum()),
+                 images.shape[1], images.shape[2])
+        db_path = str(out_dir / db)
+        write_datum_lmdb(db_path, pairs, similar, overwrite=overwrite)
         paths.append(db_path)
     return paths[0], paths[1]

@@ -39,6 +39,12 @@ class ConvolutionLayer(Layer):
     Backward: dW_g += dy_g col_g^T;  db += sum dy;  dx = col2im(W_g^T dy_g).
     LeCun et al. 1998; Caffe's im2col formulation (Chellapilla et al. 2006).
     Several bottoms may be given (each with its own top); they share the weights.
+
+    Connection table (extension ``convolution_param.connection``, flattened (input channel,
+    output channel) pairs; LeNet-5's C3): output o reads input i only if (i, o) is listed.
+    W keeps Caffe's dense shape (Cout, C, kh, kw) and a 0/1 mask M over (Cout, C) holds the
+    unlisted filters at zero: forward uses W * M, and backward gives dW += (dy col^T) * M and
+    dx from W * M, so those weights never move. ``group`` g is the block-diagonal table.
     """
 
     min_num_bottom = 1
@@ -82,6 +88,46 @@ class ConvolutionLayer(Layer):
             fillers.append(p.bias_filler)
         self.init_param_blobs(shapes, fillers)
         self._key = None
+        #: (Cout, C) bool: which filters exist (None: every one, the usual convolution)
+        self.connection_mask = self._connection_table(p, C)
+        if self.connection_mask is not None:
+            mask = self.connection_mask.astype(np.float32)
+            self.blobs[0].data[...] *= mask[:, :, None, None]
+            # the mask in W's 2-d (Cout, C*kh*kw) layout, and scratch for W * M and dW * M
+            self._mask2d = np.repeat(mask, self.kh * self.kw, axis=1)
+            self._masked_w = np.empty_like(self._mask2d)
+            self._masked_dw = np.empty_like(self._mask2d)
+
+    def _connection_table(self, p, C: int) -> np.ndarray | None:
+        pairs = [int(v) for v in p.connection]
+        if not pairs:
+            return None
+        if self.group != 1:
+            raise self.config_error(
+                f"give either a connection table or group ({self.group}), not both; a block-diagonal "
+                "table is what group does"
+            )
+        if len(pairs) % 2:
+            raise self.config_error(
+                f"connection has {len(pairs)} values; it lists (input channel, output channel) pairs, "
+                "so the count must be even"
+            )
+        mask = np.zeros((self.num_output, C), bool)
+        for i, o in zip(pairs[0::2], pairs[1::2]):
+            if i >= C or o >= self.num_output:
+                raise self.config_error(
+                    f"connection pair ({i}, {o}) is out of range: input channels 0..{C - 1}, "
+                    f"output channels 0..{self.num_output - 1}"
+                )
+            if mask[o, i]:
+                raise self.config_error(f"connection pair ({i}, {o}) is listed twice")
+            mask[o, i] = True
+        unfed = np.flatnonzero(~mask.any(axis=1))
+        if unfed.size:
+            raise self.config_error(
+                f"output channel(s) {', '.join(map(str, unfed))} have no input in the connection table"
+            )
+        return mask
 
     def reshape(self, bottom, top) -> None:
         for i, b in enumerate(bottom):
@@ -123,6 +169,8 @@ class ConvolutionLayer(Layer):
         Kg = self.col.shape[0] // G
         Og = self.num_output // G
         W2 = self._weights2d(self.blobs[0].data)
+        if self.connection_mask is not None:
+            W2 = np.multiply(W2, self._mask2d, out=self._masked_w)
         for b, t in zip(bottom, top):
             im2col_batch(b.data, self.geom, self.col)
             for g in range(G):
@@ -138,6 +186,8 @@ class ConvolutionLayer(Layer):
         Kg = self.col.shape[0] // G
         Og = self.num_output // G
         W2 = self._weights2d(self.blobs[0].data)
+        if self.connection_mask is not None:
+            W2 = np.multiply(W2, self._mask2d, out=self._masked_w)
         dW2 = self._weights2d(self.blobs[0].diff)
         for i, (t, b) in enumerate(zip(top, bottom)):
             dy = t.diff.reshape(N, self.num_output, self.P)
@@ -147,8 +197,13 @@ class ConvolutionLayer(Layer):
             if self.param_propagate_down[0]:
                 if len(bottom) > 1:  # with one bottom the forward's col is still this bottom's
                     im2col_batch(b.data, self.geom, self.col)
-                for g in range(G):
-                    dW2[g * Og:(g + 1) * Og] += self.out_diff[g * Og:(g + 1) * Og] @ self.col[g * Kg:(g + 1) * Kg].T
+                if self.connection_mask is not None:  # G == 1
+                    np.matmul(self.out_diff, self.col.T, out=self._masked_dw)
+                    self._masked_dw *= self._mask2d
+                    dW2 += self._masked_dw
+                else:
+                    for g in range(G):
+                        dW2[g * Og:(g + 1) * Og] += self.out_diff[g * Og:(g + 1) * Og] @ self.col[g * Kg:(g + 1) * Kg].T
             if propagate_down[i]:
                 for g in range(G):
                     np.matmul(W2[g * Og:(g + 1) * Og].T, self.out_diff[g * Og:(g + 1) * Og],

@@ -49,6 +49,18 @@ def params64(layer):
     return (b.data.astype(np.float64) for b in layer.blobs)
 
 
+@pytest.fixture
+def logs(caplog):
+    """Capture the package logger even when a CLI test switched its propagation off."""
+    logger = logging.getLogger("pycaffe_lite")
+    logger.addHandler(caplog.handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old)
+
+
 def run(layer, bottom, top):
     """One training pass: forward, zeroed diffs, backward."""
     layer.run_forward(bottom, top)
@@ -261,11 +273,10 @@ def test_get_and_set_state():
     assert cd.get_state() == []
 
 
-def test_cd_layer_ignores_saved_chains(caplog):
+def test_cd_layer_ignores_saved_chains(logs):
     cd, _, _ = setup_layer(rbm(), [data((3, 7))])
-    with caplog.at_level(logging.WARNING, logger="pycaffe_lite"):
-        cd.set_state([np.ones((3, 6), np.float32)])
-    assert "rbm1" in caplog.text and "ignoring 3 saved persistent chains" in caplog.text
+    cd.set_state([np.ones((3, 6), np.float32)])
+    assert "rbm1" in logs.text and "ignoring 3 saved persistent chains" in logs.text
 
 
 # ------------------------------------------------------------------------------ errors
@@ -434,14 +445,13 @@ def test_resume_equals_uninterrupted(tmp_path, rbm_param):
             np.testing.assert_array_equal(sa, sb)
 
 
-def test_restore_without_chains_warns(tmp_path, caplog):
+def test_restore_without_chains_warns(tmp_path, logs):
     cd = dummy_solver(tmp_path / "a", "")
     cd.step(1)
     _, state_path = cd.snapshot()
     pcd = dummy_solver(tmp_path / "b", "persistent: true")
-    with caplog.at_level(logging.WARNING, logger="pycaffe_lite"):
-        pcd.restore(state_path)
-    assert "no saved state for layer 'rbm1'" in caplog.text
+    pcd.restore(state_path)
+    assert "no saved state for layer 'rbm1'" in logs.text
 
 
 def test_training_lowers_reconstruction_error(mnist_small):
@@ -458,3 +468,23 @@ def test_training_lowers_reconstruction_error(mnist_small):
     solver.step(120)
     after = rbm_eval.reconstruction_error(held, *rbm_eval.params_from_layer(layer))
     assert after < 0.6 * before, (before, after)
+
+
+@pytest.mark.parametrize("owner,message", [
+    ("ghost", "saved state of layer 'ghost' is not used: net 'rbm_net' has no such layer"),
+    ("data", "layer 'data' (DummyData): carries no state across iterations; 1 saved arrays ignored"),
+])
+def test_restore_with_misnamed_layer_state_warns(tmp_path, logs, owner, message):
+    pcd = dummy_solver(tmp_path / "a", "persistent: true")
+    pcd.step(1)
+    _, state_path = pcd.snapshot()
+    state = caffe_pb2.SolverState()
+    with open(state_path, "rb") as f:
+        state.ParseFromString(f.read())
+    state.pycaffe_layer_state_name[0] = owner
+    with open(state_path, "wb") as f:
+        f.write(state.SerializeToString())
+    other = dummy_solver(tmp_path / "b", "persistent: true")
+    other.restore(state_path)
+    assert message in logs.text
+    assert "no saved state for layer 'rbm1'" in logs.text
