@@ -1,0 +1,151 @@
+"""Time the recurrent layers at the issue's size: T = 28 steps, N = 64 streams, H = 128 hidden
+units, 28 inputs per step (MNIST read row by row), forward + backward, float32.
+
+    python benchmarks/recurrent.py [--reps 50] [--rounds 7] [--types LSTM GRU RNN] [--loop]
+
+Prints, per layer type, the best and median time of forward, backward and both over ``rounds``
+rounds of ``reps`` repetitions, and the cost per time step.  ``--loop`` also compares where the
+per-step recurrent GEMM runs: inside the Numba time loop (``np.dot`` in Numba, which calls
+BLAS; what the layers do) against a Python loop calling ``np.matmul`` and a Numba kernel for
+the gate arithmetic of each step, for the LSTM forward; the two alternate round by round,
+because this machine's speed drifts with the other processes on it.
+"""
+import os
+
+# Before numpy/numba are imported (PERFORMANCE_NOTES: spinning idle threads cost 4-5x on 2 cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+T, N, H, I = 28, 64, 128, 28
+
+
+def make(type_: str):
+    from google.protobuf import text_format
+
+    import pycaffe_lite.layers  # noqa: F401
+    from pycaffe_lite.blob import Blob
+    from pycaffe_lite.proto import caffe_pb2
+    from pycaffe_lite.registry import LAYERS
+
+    text = (f'name: "r" type: "{type_}" recurrent_param {{ num_output: {H} '
+            'weight_filler { type: "uniform" min: -0.08 max: 0.08 } }')
+    param = text_format.Parse(text, caffe_pb2.LayerParameter())
+    layer = LAYERS.get(type_)(param)
+    rs = np.random.default_rng(0)
+    x, cont = Blob((T, N, I)), Blob((T, N))
+    x.data[...] = rs.uniform(0, 1, x.shape)
+    cont.data[...] = 1
+    cont.data[0] = 0
+    bottom, top = [x, cont], [Blob()]
+    layer.set_up(bottom, top)
+    top[0].diff[...] = rs.uniform(-1, 1, top[0].shape)
+    return layer, bottom, top
+
+
+def time_layer(type_: str, reps: int, rounds: int) -> None:
+    layer, bottom, top = make(type_)
+    fwd = lambda: layer.run_forward(bottom, top)  # noqa: E731
+    bwd = lambda: layer.run_backward(top, [True, False], bottom)  # noqa: E731
+    fwd()
+    bwd()
+    tf, tb = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fwd()
+        t1 = time.perf_counter()
+        for _ in range(reps):
+            bwd()
+        t2 = time.perf_counter()
+        tf.append((t1 - t0) / reps * 1e3)
+        tb.append((t2 - t1) / reps * 1e3)
+    both = [a + b for a, b in zip(tf, tb)]
+    print(f"{type_:5s} T={T} N={N} H={H}: forward {min(tf):.2f} ms (median {statistics.median(tf):.2f}), "
+          f"backward {min(tb):.2f} ms (median {statistics.median(tb):.2f}), both {min(both):.2f} ms "
+          f"= {min(both) / T * 1e3:.0f} us per step (median {statistics.median(both) / T * 1e3:.0f})")
+
+
+def compare_loops(reps: int, rounds: int) -> None:
+    from numba import njit
+
+    from pycaffe_lite.kernels import recurrent as K
+
+    @njit(cache=False, error_model="numpy")
+    def step(act_t, rec, peep, io_c, out_h):
+        # the same vectorised cell as K.lstm_forward, for one step; io_c holds cont * c_{t-1}
+        for n in range(act_t.shape[0]):
+            a, r = act_t[n], rec[n]
+            for j in range(a.shape[0]):
+                a[j] += r[j]
+            K._lstm_cell(a, io_c[n], peep[0], peep[1], peep[2], out_h[n])
+
+    @njit(cache=False, error_model="numpy")
+    def gate_state(prev, cont_t, out):
+        for n in range(out.shape[0]):
+            k, p, o = cont_t[n], prev[n], out[n]
+            for d in range(o.shape[0]):
+                o[d] = k * p[d]
+
+    layer, bottom, top = make("LSTM")
+    cont = bottom[1].data
+    w_t = layer.blobs[2].data.T
+    state0 = np.zeros((2, N, H), np.float32)
+    peep = np.zeros((3, H), np.float32)
+    pre = layer.input_transform(bottom).copy()
+    act = pre.copy()
+    c, h, hc = (np.empty((T, N, H), np.float32) for _ in range(3))
+    rec = np.empty((N, 4 * H), np.float32)
+
+    def in_numba():
+        act[...] = pre
+        K.lstm_forward(act, cont, w_t, peep, state0, c, h, hc)
+
+    def python_loop():
+        act[...] = pre
+        for t in range(T):
+            gate_state(state0[0] if t == 0 else h[t - 1], cont[t], hc[t])
+            gate_state(state0[1] if t == 0 else c[t - 1], cont[t], c[t])
+            np.matmul(hc[t], w_t, out=rec)
+            step(act[t], rec, peep, c[t], h[t])
+
+    in_numba()
+    ref = h.copy()
+    python_loop()
+    np.testing.assert_allclose(h, ref, rtol=1e-5, atol=1e-6)
+    times = {"GEMM inside the Numba loop": [], "Python loop of np.matmul + Numba step": []}
+    for _ in range(rounds):
+        for name, fn in zip(times, (in_numba, python_loop)):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[name].append((time.perf_counter() - t0) / reps * 1e3)
+    for name, ts in times.items():
+        print(f"LSTM forward loop, {name}: {min(ts):.2f} ms (median {statistics.median(ts):.2f}) "
+              f"= {min(ts) / T * 1e3:.0f} us per step")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--types", nargs="+", default=["LSTM", "GRU", "RNN"])
+    parser.add_argument("--loop", action="store_true", help="compare where the per-step GEMM runs")
+    args = parser.parse_args()
+    for type_ in args.types:
+        time_layer(type_, args.reps, args.rounds)
+    if args.loop:
+        compare_loops(args.reps, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
