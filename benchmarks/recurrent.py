@@ -54,8 +54,8 @@ def make(type_: str):
 
 def time_layer(type_: str, reps: int, rounds: int) -> None:
     layer, bottom, top = make(type_)
-    fwd = lambda: layer.run_forward(bottom, top)  # noqa: E731
-    bwd = lambda: layer.run_backward(top, [True, False], bottom)  # noqa: E731
+    fwd = lambda: layer.run_forward(bottom, top)
+    bwd = lambda: layer.run_backward(top, [True, False], bottom)
     fwd()
     bwd()
     tf, tb = [], []
@@ -96,7 +96,7 @@ def compare_loops(reps: int, rounds: int) -> None:
             for d in range(o.shape[0]):
                 o[d] = k * p[d]
 
-    layer, bottom, top = make("LSTM")
+    layer, bottom, _ = make("LSTM")
     cont = bottom[1].data
     w_t = layer.blobs[2].data.T
     state0 = np.zeros((2, N, H), np.float32)

@@ -1,21 +1,25 @@
-"""Time loops of the recurrent layers (RNN, LSTM, GRU) and the one-step LSTMUnit, float32.
+"""Per-step kernels of the recurrent layers (RNN, LSTM, GRU) and the one-step LSTMUnit, float32.
 
-The layers do the large products once for the whole sequence with one BLAS call each (the
-input transform ``x W_x^T + b`` before the loop; the weight gradients and ``dx`` after it); the
-kernels here run the time loop: per step one recurrent product (``np.dot`` inside Numba, which
-calls BLAS) and the element-wise gate arithmetic.
+The layers (pycaffe_lite/layers/recurrent.py) run the time loop: the input transform of all T
+steps is one GEMM before it, and the weight gradients and dx one GEMM each after it; per step,
+the recurrent product is one ``np.matmul`` (NumPy's BLAS) and the element-wise gate arithmetic
+one of these kernels.  Measured at T = 28, N = 64, H = 128 (``benchmarks/recurrent.py --loop``),
+that Python loop ran the LSTM forward in 2.30-3.03 ms against 2.42-3.20 ms for the whole loop
+inside Numba calling ``np.dot`` (which goes to SciPy's BLAS and would make SciPy a
+dependency), alternating runs; single-threaded BLAS 2.67 vs 2.91 ms.
 
-Layout: time-major, as Caffe's sequence convention: ``(T, N, ...)`` with gates in blocks along
-the last axis (LSTM: i, f, o, g; GRU: z, r, c).  ``cont`` ``(T, N)`` multiplies the previous
-state (0 at the start of a sequence resets it).  States at t = -1 come from ``state0``.
+Layout: time-major, as Caffe's sequence convention: one step is ``(N, ...)`` with gates in
+blocks along the last axis (LSTM: i, f, o, g; GRU: z, r, c).  ``cont`` multiplies the previous
+state (0 at the start of a sequence resets it).
 
 Why a home-made ``exp``: Numba compiles ``np.exp``/``np.tanh`` on scalars to libm calls that
 LLVM cannot vectorise (~1.7 ns and more per value, measured); a polynomial ``exp`` (Cephes'
 ``expf`` range reduction and coefficients, <= 2 ulp) inlines into the loops and vectorises
-(~0.2 ns per value), so the gate arithmetic costs far less than the recurrent GEMM.  Kernels
-compile with ``error_model="numpy"``: Python's ZeroDivisionError check on every float division
-would otherwise stop vectorisation (3.7 vs 0.24 ns per sigmoid).  tanh(x) = 2 sigmoid(2x) - 1
-is the formula Caffe's LSTMUnit uses.
+(~0.2 ns per value).  Kernels compile with ``error_model="numpy"``: Python's ZeroDivisionError
+check on every float division would otherwise stop vectorisation (3.7 vs 0.24 ns per sigmoid).
+Each inner loop writes one array and reads few: a loop writing several (a fused cell) needs
+more run-time alias checks than LLVM allows and stays scalar (246 vs 15 us per LSTM step).
+tanh(x) = 2 sigmoid(2x) - 1 is the formula Caffe's LSTMUnit uses.
 """
 from __future__ import annotations
 
@@ -80,68 +84,36 @@ def sigmoid_inplace(io_x):
         xf[j] = _sigmoid(xf[j])
 
 
-@njit(inline="always", error_model="numpy")
-def _gate_state(prev, cont_t, out):
-    """out[n] = cont_t[n] * prev[n]: the previous state, zeroed where a sequence starts."""
-    for n in range(out.shape[0]):
-        k = cont_t[n]
-        p = prev[n]
-        o = out[n]
-        for d in range(o.shape[0]):
-            o[d] = k * p[d]
-
-
 # ----------------------------------------------------------------------------- RNN
 @njit(**_KERNEL)
-def rnn_forward(io_h, cont, w_hh_t, h0, sigmoid, out_hc):
-    """h_t = f(a_t + W_hh (cont_t h_{t-1})), f = tanh (or sigmoid).
-
-    io_h (T, N, H): on entry a_t = W_xh x_t + b_h (+ static term), on exit h_t.
-    cont (T, N); w_hh_t (H, H) = W_hh^T; h0 (N, H) the state before t = 0.
-    out_hc (T, N, H): cont_t h_{t-1}, kept for the weight gradient.
-    """
-    T, N, H = io_h.shape
-    rec = np.empty((N, H), np.float32)
-    for t in range(T):
-        _gate_state(h0 if t == 0 else io_h[t - 1], cont[t], out_hc[t])
-        np.dot(out_hc[t], w_hh_t, rec)
-        for n in range(N):
-            hn = io_h[t, n]
-            rn = rec[n]
-            if sigmoid:
-                for d in range(H):
-                    hn[d] = _sigmoid(hn[d] + rn[d])
-            else:
-                for d in range(H):
-                    hn[d] = _tanh(hn[d] + rn[d])
+def rnn_step_forward(io_a, rec, sigmoid):
+    """One RNN step: io_a (N, H) on entry W_xh x_t + b_h (+ static term), on exit
+    h_t = f(io_a + rec), rec = W_hh (cont_t h_{t-1}); f = tanh, or the sigmoid."""
+    for n in range(io_a.shape[0]):
+        a = io_a[n]
+        r = rec[n]
+        if sigmoid:
+            for d in range(a.shape[0]):
+                a[d] = _sigmoid(a[d] + r[d])
+        else:
+            for d in range(a.shape[0]):
+                a[d] = _tanh(a[d] + r[d])
 
 
 @njit(**_KERNEL)
-def rnn_backward(h, cont, w_hh, sigmoid, io_dh, io_dh0):
-    """Backward through time of :func:`rnn_forward`.
-
-    io_dh (T, N, H): on entry dL/dh_t from outside the recurrence (the output path), on exit
-    dL/da_t (the pre-activation diffs).  io_dh0 (N, H): on entry dL/dh_{T-1} from outside
-    (an exposed final state, else zeros), on exit dL/dh0.
-    """
-    T, N, H = h.shape
-    carry = np.empty((N, H), np.float32)   # dL/dh_{t} through the recurrence
-    dhc = np.empty((N, H), np.float32)
-    carry[:] = io_dh0
-    for t in range(T - 1, -1, -1):
-        for n in range(N):
-            hn = h[t, n]
-            dn = io_dh[t, n]
-            cn = carry[n]
-            if sigmoid:
-                for d in range(H):
-                    dn[d] = (dn[d] + cn[d]) * hn[d] * (_ONE - hn[d])
-            else:
-                for d in range(H):
-                    dn[d] = (dn[d] + cn[d]) * (_ONE - hn[d] * hn[d])
-        np.dot(io_dh[t], w_hh, dhc)
-        _gate_state(dhc, cont[t], carry)
-    io_dh0[:] = carry
+def rnn_step_backward(h, dh_rec, sigmoid, io_da):
+    """io_da (N, H): on entry dL/dh_t from outside the recurrence, on exit
+    dL/da_t = (io_da + dh_rec) f'(a_t), written with f'(a) = 1 - h^2 (tanh) or h (1 - h)."""
+    for n in range(h.shape[0]):
+        hn = h[n]
+        dr = dh_rec[n]
+        da = io_da[n]
+        if sigmoid:
+            for d in range(hn.shape[0]):
+                da[d] = (da[d] + dr[d]) * hn[d] * (_ONE - hn[d])
+        else:
+            for d in range(hn.shape[0]):
+                da[d] = (da[d] + dr[d]) * (_ONE - hn[d] * hn[d])
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -169,100 +141,87 @@ def _lstm_cell(a, cc_io, vi, vf, vo, out_h):
 
 
 @njit(**_KERNEL)
-def lstm_forward(io_act, cont, w_hc_t, peep, state0, out_c, out_h, out_hc):
-    """Caffe's LSTM (plus optional diagonal peepholes), all T steps.
+def lstm_step_forward(io_a, rec, c_prev, cont_t, peep, out_c, out_h):
+    """One step of Caffe's LSTM (plus optional diagonal peepholes).
 
-    io_act (T, N, 4H): on entry the input part of the gate pre-activations (W_xc x_t + b_c +
-    static term), blocks i, f, o, g; on exit the activations i, f, o (sigmoid), g (tanh).
-    peep (3, H): V_i, V_f, V_o (zeros for Caffe's LSTM).  state0 (2, N, H): h and c before t=0.
-    With hc = cont_t h_{t-1}, cc = cont_t c_{t-1}, a = io_act[t] + W_hc hc:
+    io_a (N, 4H): on entry the input part of the gate pre-activations (W_xc x_t + b_c + static
+    term), blocks i, f, o, g; on exit the activations i, f, o (sigmoid), g (tanh).
+    rec (N, 4H) = W_hc (cont_t h_{t-1}); c_prev (N, H); cont_t (N,); peep (3, H): V_i, V_f, V_o
+    (zeros for Caffe's LSTM).  With a = io_a + rec and cc = cont_t c_{t-1}:
         i = s(a_i + V_i cc), f = s(a_f + V_f cc), g = tanh(a_g),
-        c_t = f cc + i g,  o = s(a_o + V_o c_t),  h_t = o tanh(c_t).
-    out_c, out_h, out_hc (T, N, H): c_t, h_t and hc.
-
-    Each inner loop writes one array: a loop writing several (the fused cell) defeats LLVM's
-    vectoriser (more runtime alias checks than it allows) and ran 16x slower.
+        c_t = f cc + i g,  o = s(a_o + V_o c_t),  h_t = o tanh(c_t)   -> out_c, out_h (N, H).
     """
-    T, N, G = io_act.shape
-    rec = np.empty((N, G), np.float32)
-    for t in range(T):
-        _gate_state(state0[0] if t == 0 else out_h[t - 1], cont[t], out_hc[t])
-        _gate_state(state0[1] if t == 0 else out_c[t - 1], cont[t], out_c[t])
-        np.dot(out_hc[t], w_hc_t, rec)
-        for n in range(N):
-            a = io_act[t, n]
-            r = rec[n]
-            for j in range(G):
-                a[j] += r[j]
-            _lstm_cell(a, out_c[t, n], peep[0], peep[1], peep[2], out_h[t, n])
+    N, G = io_a.shape
+    for n in range(N):
+        a = io_a[n]
+        r = rec[n]
+        for j in range(G):
+            a[j] += r[j]
+        k = cont_t[n]
+        cp = c_prev[n]
+        cn = out_c[n]
+        for d in range(cn.shape[0]):
+            cn[d] = k * cp[d]
+        _lstm_cell(a, cn, peep[0], peep[1], peep[2], out_h[n])
 
 
 @njit(**_KERNEL)
-def lstm_backward(act, c, state0, cont, w_hc, peep, top_diff, io_dstate, out_dgates, out_dpeep):
-    """Backward through time of :func:`lstm_forward`.
+def lstm_step_backward(act, c, c_prev, cont_t, peep, top_diff, io_dstate, out_dgates, out_dpeep):
+    """Backward of :func:`lstm_step_forward` for one step.
 
-    act, c: the forward's activations and cells; w_hc (4H, H); top_diff (T, N, H) dL/dh_t from
-    above.  io_dstate (2, N, H): on entry dL/dh_{T-1}, dL/dc_{T-1} from outside (exposed final
-    states, else zeros); on exit dL/dh0, dL/dc0.  out_dgates (T, N, 4H): dL/d(pre-activation),
-    blocks i, f, o, g.  out_dpeep (3, H): dL/dV_i, dV_f, dV_o are added to it.
+    act (N, 4H) and c (N, H): the step's activations and cell; top_diff (N, H): dL/dh_t from
+    above.  io_dstate (2, N, H): on entry dL/dh_t through the recurrence (without top_diff) and
+    dL/dc_t from step t + 1; on exit dL/dh_t in total (the caller turns it into dL/dh_{t-1}
+    with W_hc) and dL/dc_{t-1}.  out_dgates (N, 4H): dL/d(pre-activation), blocks i, f, o, g.
+    out_dpeep (3, H): dL/dV_i, dV_f, dV_o are added to it.
     """
-    T, N, G = act.shape
+    N, G = act.shape
     H = G // 4
-    dh = io_dstate[0]    # dL/dh_t: the recurrent part, then plus the top diff
-    dc = io_dstate[1]    # dL/dc_t from step t + 1, then the total
-    dhc = np.empty((N, H), np.float32)
-    cc = np.empty((N, H), np.float32)
-    tc = np.empty((N, H), np.float32)
     vi = peep[0]
     vf = peep[1]
     vo = peep[2]
     dvi = out_dpeep[0]
     dvf = out_dpeep[1]
     dvo = out_dpeep[2]
-    for t in range(T - 1, -1, -1):
-        _gate_state(state0[1] if t == 0 else c[t - 1], cont[t], cc)
-        for n in range(N):
-            a = act[t, n]
-            ai = a[:H]
-            af = a[H:2 * H]
-            ao = a[2 * H:3 * H]
-            ag = a[3 * H:]
-            dg = out_dgates[t, n]
-            di = dg[:H]
-            df = dg[H:2 * H]
-            do = dg[2 * H:3 * H]
-            dgg = dg[3 * H:]
-            cn = c[t, n]
-            ccn = cc[n]
-            tcn = tc[n]
-            dhn = dh[n]
-            dcn = dc[n]
-            dt = top_diff[t, n]
-            k = cont[t, n]
-            for d in range(H):
-                tcn[d] = _tanh(cn[d])
-            for d in range(H):
-                dhn[d] += dt[d]
-            for d in range(H):
-                do[d] = dhn[d] * tcn[d] * ao[d] * (_ONE - ao[d])
-            for d in range(H):
-                dcn[d] += dhn[d] * ao[d] * (_ONE - tcn[d] * tcn[d]) + do[d] * vo[d]
-            for d in range(H):
-                di[d] = dcn[d] * ag[d] * ai[d] * (_ONE - ai[d])
-            for d in range(H):
-                df[d] = dcn[d] * ccn[d] * af[d] * (_ONE - af[d])
-            for d in range(H):
-                dgg[d] = dcn[d] * ai[d] * (_ONE - ag[d] * ag[d])
-            for d in range(H):
-                dvi[d] += di[d] * ccn[d]
-            for d in range(H):
-                dvf[d] += df[d] * ccn[d]
-            for d in range(H):
-                dvo[d] += do[d] * cn[d]
-            for d in range(H):  # dL/dc_{t-1} = cont_t dL/dcc
-                dcn[d] = k * (dcn[d] * af[d] + di[d] * vi[d] + df[d] * vf[d])
-        np.dot(out_dgates[t], w_hc, dhc)
-        _gate_state(dhc, cont[t], dh)
+    for n in range(N):
+        a = act[n]
+        ai = a[:H]
+        af = a[H:2 * H]
+        ao = a[2 * H:3 * H]
+        ag = a[3 * H:]
+        dg = out_dgates[n]
+        di = dg[:H]
+        df = dg[H:2 * H]
+        do = dg[2 * H:3 * H]
+        dgg = dg[3 * H:]
+        cn = c[n]
+        cp = c_prev[n]
+        dh = io_dstate[0, n]
+        dc = io_dstate[1, n]
+        dt = top_diff[n]
+        k = cont_t[n]      # cc = cont_t c_{t-1} = k * cp[d]
+        for d in range(H):
+            dgg[d] = _tanh(cn[d])   # tanh(c_t), until replaced by the g gate's diff
+        for d in range(H):
+            dh[d] += dt[d]
+        for d in range(H):
+            do[d] = dh[d] * dgg[d] * ao[d] * (_ONE - ao[d])
+        for d in range(H):
+            dc[d] += dh[d] * ao[d] * (_ONE - dgg[d] * dgg[d]) + do[d] * vo[d]
+        for d in range(H):
+            di[d] = dc[d] * ag[d] * ai[d] * (_ONE - ai[d])
+        for d in range(H):
+            df[d] = dc[d] * (k * cp[d]) * af[d] * (_ONE - af[d])
+        for d in range(H):
+            dgg[d] = dc[d] * ai[d] * (_ONE - ag[d] * ag[d])
+        for d in range(H):
+            dvi[d] += di[d] * (k * cp[d])
+        for d in range(H):
+            dvf[d] += df[d] * (k * cp[d])
+        for d in range(H):
+            dvo[d] += do[d] * cn[d]
+        for d in range(H):  # dL/dc_{t-1} = cont_t dL/dcc
+            dc[d] = k * (dc[d] * af[d] + di[d] * vi[d] + df[d] * vf[d])
 
 
 # ----------------------------------------------------------------------------- LSTMUnit
@@ -327,103 +286,102 @@ def lstm_unit_backward(c_prev, cont, act, c, dc, dh, out_dc_prev, out_dx):
 
 # ----------------------------------------------------------------------------- GRU
 @njit(**_KERNEL)
-def gru_forward(io_act, cont, w_zr_t, w_c_t, h0, out_h, out_hc, out_rh):
-    """GRU (Cho et al. 2014), all T steps.
-
-    io_act (T, N, 3H): on entry the input part of the pre-activations (W_x x_t + b + static
-    term), blocks z, r, c; on exit the activations z, r and the candidate h~.
-    w_zr_t (H, 2H) = U_{z,r}^T; w_c_t (H, H) = U^T; h0 (N, H) the state before t = 0.
-    With hp = cont_t h_{t-1}:  z = s(a_z + U_z hp), r = s(a_r + U_r hp),
-    h~ = tanh(a_c + U (r * hp)),  h_t = z hp + (1 - z) h~.
-    out_h, out_hc (hp), out_rh (r * hp): (T, N, H).
-    """
-    T, N, G = io_act.shape
+def gru_step_gates(io_a, rec_zr, hp, out_rh):
+    """GRU step (Cho et al. 2014), part 1.  io_a (N, 3H): blocks z, r, c of the input part of
+    the pre-activations (W_x x_t + b + static term); z and r become s(a + rec_zr), rec_zr (N, 2H)
+    = U_{z,r} hp, hp = cont_t h_{t-1} (N, H).  out_rh (N, H) = r * hp."""
+    N, G = io_a.shape
     H = G // 3
-    rec_zr = np.empty((N, 2 * H), np.float32)
-    rec_c = np.empty((N, H), np.float32)
-    for t in range(T):
-        _gate_state(h0 if t == 0 else out_h[t - 1], cont[t], out_hc[t])
-        np.dot(out_hc[t], w_zr_t, rec_zr)
-        for n in range(N):
-            azr = io_act[t, n, :2 * H]
-            ar = io_act[t, n, H:2 * H]
-            r_ = rec_zr[n]
-            hp = out_hc[t, n]
-            rh = out_rh[t, n]
-            for j in range(2 * H):
-                azr[j] = _sigmoid(azr[j] + r_[j])
-            for d in range(H):
-                rh[d] = ar[d] * hp[d]
-        np.dot(out_rh[t], w_c_t, rec_c)
-        for n in range(N):
-            az = io_act[t, n, :H]
-            ac = io_act[t, n, 2 * H:]
-            rc = rec_c[n]
-            hp = out_hc[t, n]
-            hn = out_h[t, n]
-            for d in range(H):
-                ac[d] = _tanh(ac[d] + rc[d])
-            for d in range(H):
-                hn[d] = az[d] * hp[d] + (_ONE - az[d]) * ac[d]
+    for n in range(N):
+        azr = io_a[n, :2 * H]
+        ar = io_a[n, H:2 * H]
+        r_ = rec_zr[n]
+        hpn = hp[n]
+        rh = out_rh[n]
+        for j in range(2 * H):
+            azr[j] = _sigmoid(azr[j] + r_[j])
+        for d in range(H):
+            rh[d] = ar[d] * hpn[d]
 
 
 @njit(**_KERNEL)
-def gru_backward(act, hc, cont, w_zr, w_c, top_diff, io_dh0, out_dgates):
-    """Backward through time of :func:`gru_forward`.
-
-    w_zr (2H, H) = U_{z,r}; w_c (H, H) = U.  top_diff (T, N, H) dL/dh_t from above.
-    io_dh0 (N, H): on entry dL/dh_{T-1} from outside (exposed final state, else zeros), on exit
-    dL/dh0.  out_dgates (T, N, 3H): dL/d(pre-activations), blocks z, r, c.
-    """
-    T, N, G = act.shape
+def gru_step_output(io_a, rec_c, hp, out_h):
+    """GRU step, part 2: the candidate h~ = tanh(a_c + rec_c) (rec_c (N, H) = U (r * hp))
+    replaces block c of io_a; out_h = z hp + (1 - z) h~."""
+    N, G = io_a.shape
     H = G // 3
-    dh = io_dh0          # dL/dh_t: the recurrent part, then plus the top diff
-    drh = np.empty((N, H), np.float32)
-    dzr = np.empty((N, 2 * H), np.float32)
-    dhp = np.empty((N, H), np.float32)
-    dac = np.empty((N, H), np.float32)
-    for t in range(T - 1, -1, -1):
-        for n in range(N):
-            az = act[t, n, :H]
-            ac = act[t, n, 2 * H:]
-            hp = hc[t, n]
-            dt = top_diff[t, n]
-            dhn = dh[n]
-            dz = dzr[n, :H]
-            dcn = dac[n]
-            dpn = dhp[n]
-            for d in range(H):
-                dhn[d] += dt[d]
-            for d in range(H):
-                dz[d] = dhn[d] * (hp[d] - ac[d]) * az[d] * (_ONE - az[d])
-            for d in range(H):
-                dcn[d] = dhn[d] * (_ONE - az[d]) * (_ONE - ac[d] * ac[d])
-            for d in range(H):
-                dpn[d] = dhn[d] * az[d]
-        np.dot(dac, w_c, drh)   # dL/d(r * hp)
-        for n in range(N):
-            ar = act[t, n, H:2 * H]
-            hp = hc[t, n]
-            dr = dzr[n, H:]
-            drn = drh[n]
-            dpn = dhp[n]
-            for d in range(H):
-                dr[d] = drn[d] * hp[d] * ar[d] * (_ONE - ar[d])
-            for d in range(H):
-                dpn[d] += drn[d] * ar[d]
-        np.dot(dzr, w_zr, drh)  # drh reused: the z, r gates' share of dL/dhp
-        for n in range(N):
-            dg = out_dgates[t, n]
-            dzn = dzr[n]
-            dcn = dac[n]
-            for j in range(2 * H):
-                dg[j] = dzn[j]
-            for d in range(H):
-                dg[2 * H + d] = dcn[d]
-        for n in range(N):
-            dpn = dhp[n]
-            drn = drh[n]
-            dhn = dh[n]
-            k = cont[t, n]
-            for d in range(H):
-                dhn[d] = k * (dpn[d] + drn[d])
+    for n in range(N):
+        az = io_a[n, :H]
+        ac = io_a[n, 2 * H:]
+        rc = rec_c[n]
+        hpn = hp[n]
+        hn = out_h[n]
+        for d in range(H):
+            ac[d] = _tanh(ac[d] + rc[d])
+        for d in range(H):
+            hn[d] = az[d] * hpn[d] + (_ONE - az[d]) * ac[d]
+
+
+@njit(**_KERNEL)
+def gru_step_backward_output(act, hp, top_diff, io_dh, out_dzr, out_dac, out_dhp):
+    """GRU backward, part 1 (through h_t = z hp + (1 - z) h~).  io_dh (N, H): on entry dL/dh_t
+    through the recurrence, on exit plus top_diff.  out_dzr[:, :H] = dL/da_z; out_dac (N, H) =
+    dL/da_c; out_dhp = dL/dh_t z (hp's direct share)."""
+    N, G = act.shape
+    H = G // 3
+    for n in range(N):
+        az = act[n, :H]
+        ac = act[n, 2 * H:]
+        hpn = hp[n]
+        dt = top_diff[n]
+        dh = io_dh[n]
+        dz = out_dzr[n, :H]
+        dcn = out_dac[n]
+        dpn = out_dhp[n]
+        for d in range(H):
+            dh[d] += dt[d]
+        for d in range(H):
+            dz[d] = dh[d] * (hpn[d] - ac[d]) * az[d] * (_ONE - az[d])
+        for d in range(H):
+            dcn[d] = dh[d] * (_ONE - az[d]) * (_ONE - ac[d] * ac[d])
+        for d in range(H):
+            dpn[d] = dh[d] * az[d]
+
+
+@njit(**_KERNEL)
+def gru_step_backward_reset(act, hp, drh, io_dzr, io_dhp):
+    """GRU backward, part 2 (through r * hp): drh (N, H) = U^T dL/da_c = dL/d(r * hp);
+    io_dzr[:, H:] = dL/da_r; io_dhp += drh r."""
+    N, G = act.shape
+    H = G // 3
+    for n in range(N):
+        ar = act[n, H:2 * H]
+        hpn = hp[n]
+        drn = drh[n]
+        dr = io_dzr[n, H:]
+        dpn = io_dhp[n]
+        for d in range(H):
+            dr[d] = drn[d] * hpn[d] * ar[d] * (_ONE - ar[d])
+        for d in range(H):
+            dpn[d] += drn[d] * ar[d]
+
+
+@njit(**_KERNEL)
+def gru_step_backward_state(dzr, dac, dhp, dhp_gates, cont_t, out_dgates, out_dh):
+    """GRU backward, part 3: out_dgates (N, 3H) = [dzr, dac]; out_dh = dL/dh_{t-1}
+    = cont_t (dhp + dhp_gates), dhp_gates (N, H) = U_{z,r}^T dL/da_{z,r}."""
+    N, H = dac.shape
+    for n in range(N):
+        dg = out_dgates[n]
+        dzn = dzr[n]
+        dcn = dac[n]
+        for j in range(2 * H):
+            dg[j] = dzn[j]
+        for d in range(H):
+            dg[2 * H + d] = dcn[d]
+        k = cont_t[n]
+        dpn = dhp[n]
+        dgn = dhp_gates[n]
+        dh = out_dh[n]
+        for d in range(H):
+            dh[d] = k * (dpn[d] + dgn[d])

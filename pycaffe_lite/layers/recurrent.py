@@ -18,8 +18,9 @@ the final-state tops flow back (Caffe shares only their data, so it ignores both
 (LSTM) and ``nonlinearity`` (RNN) fields; the GRU.  The bottom cont never receives a gradient
 (its diff is set to 0; Caffe refuses to propagate to it).
 
-The time loops are Numba kernels (pycaffe_lite/kernels/recurrent.py); the input transform of all
-T steps is one GEMM before the loop, and the weight gradients and dx one GEMM each after it.
+The input transform of all T steps is one GEMM before the time loop, and the weight gradients and
+dx one GEMM each after it; per step, the recurrent product is one ``np.matmul`` and the gate
+arithmetic one Numba kernel (pycaffe_lite/kernels/recurrent.py says why, with the measurements).
 """
 
 from __future__ import annotations
@@ -307,7 +308,14 @@ class RNNLayer(RecurrentLayer):
     def run_forward_loop(self, bottom, top, pre, state0):
         T, N, H = self.T, self.N, self.H
         hc = _buffer(self._bufs, "hc", (T, N, H))
-        K.rnn_forward(pre, bottom[1].data, self.blobs[self.i_hh].data.T, state0[0], self.sigmoid, hc)
+        rec = _buffer(self._bufs, "rec", (N, H))
+        cont = bottom[1].data[:, :, None]
+        w_hh_t = self.blobs[self.i_hh].data.T
+        h = pre  # the kernel turns a_t into h_t in place
+        for t in range(T):
+            np.multiply(state0[0] if t == 0 else h[t - 1], cont[t], out=hc[t])
+            np.matmul(hc[t], w_hh_t, out=rec)
+            K.rnn_step_forward(h[t], rec, self.sigmoid)
         o = top[0].data
         np.matmul(pre.reshape(T * N, H), self.blobs[self.i_hh + 1].data.T, out=o.reshape(T * N, H))
         o += self.blobs[self.i_hh + 2].data
@@ -329,7 +337,13 @@ class RNNLayer(RecurrentLayer):
             self.blobs[i_ho + 1].diff += da_o2.sum(axis=0)
         da = _buffer(self._bufs, "da", (T, N, H))
         np.matmul(da_o2, self.blobs[i_ho].data, out=da.reshape(T * N, H))
-        K.rnn_backward(h, bottom[1].data, self.blobs[self.i_hh].data, self.sigmoid, da, dstate[0])
+        cont = bottom[1].data[:, :, None]
+        w_hh = self.blobs[self.i_hh].data
+        dh, dhc = dstate[0], _buffer(self._bufs, "dhc", (N, H))
+        for t in range(T - 1, -1, -1):
+            K.rnn_step_backward(h[t], dh, self.sigmoid, da[t])
+            np.matmul(da[t], w_hh, out=dhc)
+            np.multiply(dhc, cont[t], out=dh)
         self.accumulate(self.i_hh, da.reshape(T * N, H), self._bufs["hc"].reshape(T * N, H))
         return da
 
@@ -391,7 +405,14 @@ class LSTMLayer(RecurrentLayer):
         self._state0 = _buffer(self._bufs, "state0_copy", state0.shape)
         self._state0[...] = state0  # the backward needs c_{-1}; the carried state moves on
         h = top[0].data
-        K.lstm_forward(pre, bottom[1].data, self.blobs[self.i_hc].data.T, self.peep(), state0, c, h, hc)
+        rec = _buffer(self._bufs, "rec", (N, 4 * H))
+        cont = bottom[1].data
+        w_hc_t = self.blobs[self.i_hc].data.T
+        peep = self.peep()
+        for t in range(T):
+            np.multiply(state0[0] if t == 0 else h[t - 1], cont[t][:, None], out=hc[t])
+            np.matmul(hc[t], w_hc_t, out=rec)
+            K.lstm_step_forward(pre[t], rec, state0[1] if t == 0 else c[t - 1], cont[t], peep, c[t], h[t])
         final = _buffer(self._bufs, "final", (2, N, H))
         final[0] = h[T - 1]
         final[1] = c[T - 1]
@@ -402,8 +423,14 @@ class LSTMLayer(RecurrentLayer):
         dgates = _buffer(self._bufs, "dgates", (T, N, 4 * H))
         dpeep = _buffer(self._bufs, "dpeep", (3, H))
         dpeep[...] = 0
-        K.lstm_backward(self._bufs["gates"], self._bufs["c"], self._state0, bottom[1].data,
-                        self.blobs[self.i_hc].data, self.peep(), top[0].diff, dstate, dgates, dpeep)
+        act, c, cont, top_diff = self._bufs["gates"], self._bufs["c"], bottom[1].data, top[0].diff
+        w_hc, peep = self.blobs[self.i_hc].data, self.peep()
+        dhc = _buffer(self._bufs, "dhc", (N, H))
+        for t in range(T - 1, -1, -1):
+            c_prev = self._state0[1] if t == 0 else c[t - 1]
+            K.lstm_step_backward(act[t], c[t], c_prev, cont[t], peep, top_diff[t], dstate, dgates[t], dpeep)
+            np.matmul(dgates[t], w_hc, out=dhc)
+            np.multiply(dhc, cont[t][:, None], out=dstate[0])
         self.accumulate(self.i_hc, dgates.reshape(T * N, 4 * H), self._bufs["hc"].reshape(T * N, H))
         if self.peephole:
             for j in range(3):
@@ -445,17 +472,35 @@ class GRULayer(RecurrentLayer):
         T, N, H = self.T, self.N, self.H
         hc = _buffer(self._bufs, "hc", (T, N, H))
         rh = _buffer(self._bufs, "rh", (T, N, H))
+        rec_zr = _buffer(self._bufs, "rec_zr", (N, 2 * H))
+        rec_c = _buffer(self._bufs, "rec_c", (N, H))
         W = self.blobs[self.i_h].data
+        w_zr_t, w_c_t = W[: 2 * H].T, W[2 * H:].T
+        cont = bottom[1].data[:, :, None]
         h = top[0].data
-        K.gru_forward(pre, bottom[1].data, W[: 2 * H].T, W[2 * H:].T, state0[0], h, hc, rh)
+        for t in range(T):
+            np.multiply(state0[0] if t == 0 else h[t - 1], cont[t], out=hc[t])
+            np.matmul(hc[t], w_zr_t, out=rec_zr)
+            K.gru_step_gates(pre[t], rec_zr, hc[t], rh[t])
+            np.matmul(rh[t], w_c_t, out=rec_c)
+            K.gru_step_output(pre[t], rec_c, hc[t], h[t])
         return h[T - 1][None]
 
     def run_backward_loop(self, top, bottom, dstate):
         T, N, H = self.T, self.N, self.H
         dgates = _buffer(self._bufs, "dgates", (T, N, 3 * H))
         W = self.blobs[self.i_h]
-        K.gru_backward(self._bufs["gates"], self._bufs["hc"], bottom[1].data, W.data[: 2 * H], W.data[2 * H:],
-                       top[0].diff, dstate[0], dgates)
+        act, hc, cont, top_diff = self._bufs["gates"], self._bufs["hc"], bottom[1].data, top[0].diff
+        w_zr, w_c = W.data[: 2 * H], W.data[2 * H:]
+        dh = dstate[0]
+        dzr = _buffer(self._bufs, "dzr", (N, 2 * H))
+        dac, dhp, drh, dhp_gates = (_buffer(self._bufs, name, (N, H)) for name in ("dac", "dhp", "drh", "dhpg"))
+        for t in range(T - 1, -1, -1):
+            K.gru_step_backward_output(act[t], hc[t], top_diff[t], dh, dzr, dac, dhp)
+            np.matmul(dac, w_c, out=drh)
+            K.gru_step_backward_reset(act[t], hc[t], drh, dzr, dhp)
+            np.matmul(dzr, w_zr, out=dhp_gates)
+            K.gru_step_backward_state(dzr, dac, dhp, dhp_gates, cont[t], dgates[t], dh)
         if self.param_propagate_down[self.i_h]:
             d2 = dgates.reshape(T * N, 3 * H)
             tmp = _buffer(self._bufs, "grad_h", (3 * H, H))

@@ -1,6 +1,7 @@
-"""Recurrent kernels against float64 NumPy references: the vectorised exp/sigmoid/tanh, each time
-loop forward, and each backward as the derivative of the float64 forward along random
-directions (random, odd and size-1 shapes).
+"""Recurrent kernels against float64 NumPy references: the vectorised exp/sigmoid/tanh, each
+step's forward, and each backward as the derivative of the float64 step along random directions
+(random, odd and size-1 shapes).  Whole sequences are tested through the layers
+(tests/layers/test_recurrent.py).
 
 Runs the same way with ``NUMBA_DISABLE_JIT=1`` (pure Python kernels; the last test does that).
 """
@@ -14,7 +15,7 @@ import pytest
 from pycaffe_lite.kernels import recurrent as K
 from tests.conftest import ROOT
 
-SHAPES = {"random": (3, 2, 4), "odd": (5, 3, 7), "size1": (1, 1, 1)}  # (T, N, H)
+SHAPES = {"random": (2, 4), "odd": (3, 7), "size1": (1, 1)}  # (N, H)
 EPS = 1e-6
 
 
@@ -24,18 +25,6 @@ def sig(a):
 
 def f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def data(shape, seed, G, with_reset=True):
-    T, N, H = shape
-    rs = np.random.default_rng(seed)
-    pre = f32(rs.uniform(-1.5, 1.5, (T, N, G)))
-    cont = np.ones((T, N), np.float32)
-    if with_reset:
-        cont[0, 0] = 0
-        cont[T // 2, N - 1] = 0
-    W = f32(rs.uniform(-0.7, 0.7, (G, H)))
-    return rs, pre, cont, W
 
 
 def directional(loss, x, grad, rs):
@@ -68,91 +57,72 @@ def test_extremes_saturate_without_overflow():
 
 
 # ----------------------------------------------------------------------------- RNN
-def rnn_ref(pre, cont, W, h0, sigmoid):
-    h, out = h0, []
-    for t in range(pre.shape[0]):
-        a = pre[t] + (cont[t][:, None] * h) @ W.T
-        h = sig(a) if sigmoid else np.tanh(a)
-        out.append(h)
-    return np.stack(out)
-
-
 @pytest.mark.parametrize("case", SHAPES)
 @pytest.mark.parametrize("sigmoid", [False, True])
-def test_rnn(case, sigmoid):
-    T, N, H = SHAPES[case]
-    rs, pre, cont, W = data(SHAPES[case], 1, H)
-    h0 = f32(rs.uniform(-1, 1, (N, H)))
-    h, hc = pre.copy(), np.empty((T, N, H), np.float32)
-    K.rnn_forward(h, cont, W.T, h0, sigmoid, hc)
-    expected = rnn_ref(pre.astype(np.float64), cont, W.astype(np.float64), h0.astype(np.float64), sigmoid)
-    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=1e-6)
-    g, gT = rs.uniform(-1, 1, (T, N, H)), rs.uniform(-1, 1, (N, H))
-    da, dh0 = f32(g), f32(gT)
-    K.rnn_backward(h, cont, W, sigmoid, da, dh0)
+def test_rnn_step(case, sigmoid):
+    N, H = SHAPES[case]
+    rs = np.random.default_rng(1)
+    a, rec = f32(rs.uniform(-2, 2, (N, H))), f32(rs.uniform(-2, 2, (N, H)))
+    h = a.copy()
+    K.rnn_step_forward(h, rec, sigmoid)
 
-    def loss_pre(p):
-        out = rnn_ref(p, cont, W.astype(np.float64), h0.astype(np.float64), sigmoid)
-        return np.sum(g * out) + np.sum(gT * out[-1])
+    def f(pre):
+        return sig(pre) if sigmoid else np.tanh(pre)
 
-    def loss_h0(s):
-        out = rnn_ref(pre.astype(np.float64), cont, W.astype(np.float64), s, sigmoid)
-        return np.sum(g * out) + np.sum(gT * out[-1])
-
-    directional(loss_pre, pre.astype(np.float64), da, rs)
-    directional(loss_h0, h0.astype(np.float64), dh0, rs)
+    np.testing.assert_allclose(h, f(a.astype(np.float64) + rec), rtol=1e-6, atol=2e-7)
+    g, dh_rec = rs.uniform(-1, 1, (N, H)), f32(rs.uniform(-1, 1, (N, H)))
+    da = f32(g)
+    K.rnn_step_backward(h, dh_rec, sigmoid, da)
+    directional(lambda pre: np.sum((g + dh_rec) * f(pre + rec)), a.astype(np.float64), da, rs)
 
 
 # ----------------------------------------------------------------------------- LSTM
-def lstm_ref(pre, cont, W, peep, state0):
-    h, c = state0
-    hs, cs = [], []
-    H = h.shape[1]
-    for t in range(pre.shape[0]):
-        k = cont[t][:, None]
-        a = pre[t] + (k * h) @ W.T
-        cc = k * c
-        i = sig(a[:, :H] + peep[0] * cc)
-        f = sig(a[:, H:2 * H] + peep[1] * cc)
-        g = np.tanh(a[:, 3 * H:])
-        c = f * cc + i * g
-        o = sig(a[:, 2 * H:3 * H] + peep[2] * c)
-        h = o * np.tanh(c)
-        hs.append(h)
-        cs.append(c)
-    return np.stack(hs), np.stack(cs)
+def lstm_step_ref(a, c_prev, cont, peep):
+    H = c_prev.shape[1]
+    cc = cont[:, None] * c_prev
+    i = sig(a[:, :H] + peep[0] * cc)
+    f = sig(a[:, H:2 * H] + peep[1] * cc)
+    g = np.tanh(a[:, 3 * H:])
+    c = f * cc + i * g
+    o = sig(a[:, 2 * H:3 * H] + peep[2] * c)
+    return o * np.tanh(c), c
 
 
 @pytest.mark.parametrize("case", SHAPES)
-def test_lstm(case):
-    T, N, H = SHAPES[case]
-    rs, pre, cont, W = data(SHAPES[case], 2, 4 * H)
-    peep = f32(rs.uniform(-0.5, 0.5, (3, H)))
-    state0 = f32(rs.uniform(-1, 1, (2, N, H)))
-    act, c, h, hc = pre.copy(), *(np.empty((T, N, H), np.float32) for _ in range(3))
-    K.lstm_forward(act, cont, W.T, peep, state0, c, h, hc)
-    W64, peep64, s64, pre64 = (a.astype(np.float64) for a in (W, peep, state0, pre))
-    eh, ec = lstm_ref(pre64, cont, W64, peep64, s64)
+@pytest.mark.parametrize("peephole", [False, True])
+def test_lstm_step(case, peephole):
+    N, H = SHAPES[case]
+    rs = np.random.default_rng(2)
+    a, rec = f32(rs.uniform(-1.5, 1.5, (N, 4 * H))), f32(rs.uniform(-1, 1, (N, 4 * H)))
+    c_prev = f32(rs.uniform(-1, 1, (N, H)))
+    cont = np.ones(N, np.float32)
+    cont[0] = 0
+    peep = f32(rs.uniform(-0.5, 0.5, (3, H)) if peephole else np.zeros((3, H)))
+    act, c, h = a.copy(), np.empty((N, H), np.float32), np.empty((N, H), np.float32)
+    K.lstm_step_forward(act, rec, c_prev, cont, peep, c, h)
+    pre64, cp64, peep64 = a.astype(np.float64) + rec, c_prev.astype(np.float64), peep.astype(np.float64)
+    eh, ec = lstm_step_ref(pre64, cp64, cont, peep64)
     np.testing.assert_allclose(h, eh, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(c, ec, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(hc[1:], cont[1:, :, None] * h[:-1])
 
-    g, gT = rs.uniform(-1, 1, (T, N, H)), rs.uniform(-1, 1, (2, N, H))
-    dstate, dgates, dpeep = f32(gT), np.empty((T, N, 4 * H), np.float32), np.zeros((3, H), np.float32)
-    K.lstm_backward(act, c, state0, cont, W, peep, f32(g), dstate, dgates, dpeep)
+    top, dh_rec, dc_next = (rs.uniform(-1, 1, (N, H)) for _ in range(3))
+    dstate = f32(np.stack([dh_rec, dc_next]))
+    dgates, dpeep = np.empty((N, 4 * H), np.float32), np.zeros((3, H), np.float32)
+    K.lstm_step_backward(act, c, c_prev, cont, peep, f32(top), dstate, dgates, dpeep)
+    np.testing.assert_allclose(dstate[0], f32(top) + f32(dh_rec), rtol=1e-6)
 
-    def loss(p=pre64, v=peep64, s=s64):
-        hh, cc = lstm_ref(p, cont, W64, v, s)
-        return np.sum(g * hh) + np.sum(gT[0] * hh[-1]) + np.sum(gT[1] * cc[-1])
+    def loss(p=pre64, cp=cp64, v=peep64):
+        hh, cc = lstm_step_ref(p, cp, cont, v)
+        return np.sum((top + dh_rec) * hh) + np.sum(dc_next * cc)
 
     directional(lambda p: loss(p=p), pre64, dgates, rs)
+    directional(lambda cp: loss(cp=cp), cp64, dstate[1], rs)
     directional(lambda v: loss(v=v), peep64, dpeep, rs)
-    directional(lambda s: loss(s=s), s64, dstate, rs)
 
 
 @pytest.mark.parametrize("case", ["random", "size1"])
 def test_lstm_unit(case):
-    _, N, H = SHAPES[case]
+    N, H = SHAPES[case]
     rs = np.random.default_rng(3)
     c_prev, x = f32(rs.uniform(-1, 1, (N, H))), f32(rs.uniform(-2, 2, (N, 4 * H)))
     cont = np.ones(N, np.float32)
@@ -181,38 +151,50 @@ def test_lstm_unit(case):
 
 
 # ----------------------------------------------------------------------------- GRU
-def gru_ref(pre, cont, W, h0):
-    H = h0.shape[1]
-    h, out = h0, []
-    for t in range(pre.shape[0]):
-        hp = cont[t][:, None] * h
-        z = sig(pre[t][:, :H] + hp @ W[:H].T)
-        r = sig(pre[t][:, H:2 * H] + hp @ W[H:2 * H].T)
-        cand = np.tanh(pre[t][:, 2 * H:] + (r * hp) @ W[2 * H:].T)
-        h = z * hp + (1 - z) * cand
-        out.append(h)
-    return np.stack(out)
+def gru_step_ref(a, hp, W):
+    H = hp.shape[1]
+    z = sig(a[:, :H] + hp @ W[:H].T)
+    r = sig(a[:, H:2 * H] + hp @ W[H:2 * H].T)
+    cand = np.tanh(a[:, 2 * H:] + (r * hp) @ W[2 * H:].T)
+    return z * hp + (1 - z) * cand
 
 
 @pytest.mark.parametrize("case", SHAPES)
-def test_gru(case):
-    T, N, H = SHAPES[case]
-    rs, pre, cont, W = data(SHAPES[case], 4, 3 * H)
-    h0 = f32(rs.uniform(-1, 1, (N, H)))
-    act, h, hc, rh = pre.copy(), *(np.empty((T, N, H), np.float32) for _ in range(3))
-    K.gru_forward(act, cont, W[:2 * H].T, W[2 * H:].T, h0, h, hc, rh)
-    W64, pre64, h064 = W.astype(np.float64), pre.astype(np.float64), h0.astype(np.float64)
-    np.testing.assert_allclose(h, gru_ref(pre64, cont, W64, h064), rtol=1e-5, atol=1e-6)
-    g, gT = rs.uniform(-1, 1, (T, N, H)), rs.uniform(-1, 1, (N, H))
-    dh0, dgates = f32(gT), np.empty((T, N, 3 * H), np.float32)
-    K.gru_backward(act, hc, cont, W[:2 * H], W[2 * H:], f32(g), dh0, dgates)
+def test_gru_step(case):
+    """The three GRU kernels and their two products, as the layer runs them for one step."""
+    N, H = SHAPES[case]
+    rs = np.random.default_rng(4)
+    a, W = f32(rs.uniform(-1.5, 1.5, (N, 3 * H))), f32(rs.uniform(-0.7, 0.7, (3 * H, H)))
+    h_prev = f32(rs.uniform(-1, 1, (N, H)))
+    cont = np.ones(N, np.float32)
+    cont[-1] = 0
+    hp = f32(cont[:, None] * h_prev)
+    act, rec_zr, rec_c = a.copy(), np.empty((N, 2 * H), np.float32), np.empty((N, H), np.float32)
+    rh, h = np.empty((N, H), np.float32), np.empty((N, H), np.float32)
+    np.matmul(hp, W[:2 * H].T, out=rec_zr)
+    K.gru_step_gates(act, rec_zr, hp, rh)
+    np.matmul(rh, W[2 * H:].T, out=rec_c)
+    K.gru_step_output(act, rec_c, hp, h)
+    a64, W64 = a.astype(np.float64), W.astype(np.float64)
+    np.testing.assert_allclose(h, gru_step_ref(a64, hp.astype(np.float64), W64), rtol=1e-5, atol=1e-6)
 
-    def loss(p=pre64, s=h064):
-        out = gru_ref(p, cont, W64, s)
-        return np.sum(g * out) + np.sum(gT * out[-1])
+    top, dh_rec = rs.uniform(-1, 1, (N, H)), rs.uniform(-1, 1, (N, H))
+    dh = f32(dh_rec)
+    dzr, dgates = np.empty((N, 2 * H), np.float32), np.empty((N, 3 * H), np.float32)
+    dac, dhp, drh, dhp_gates = (np.empty((N, H), np.float32) for _ in range(4))
+    K.gru_step_backward_output(act, hp, f32(top), dh, dzr, dac, dhp)
+    np.matmul(dac, W[2 * H:], out=drh)
+    K.gru_step_backward_reset(act, hp, drh, dzr, dhp)
+    np.matmul(dzr, W[:2 * H], out=dhp_gates)
+    K.gru_step_backward_state(dzr, dac, dhp, dhp_gates, cont, dgates, dh)
 
-    directional(lambda p: loss(p=p), pre64, dgates, rs)
-    directional(lambda s: loss(s=s), h064, dh0, rs)
+    hprev64 = h_prev.astype(np.float64)
+
+    def loss(p=a64, hprev=hprev64):
+        return np.sum((top + dh_rec) * gru_step_ref(p, cont[:, None] * hprev, W64))
+
+    directional(lambda p: loss(p=p), a64, dgates, rs)
+    directional(lambda hh: loss(hprev=hh), hprev64, dh, rs)
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="already running without the JIT")

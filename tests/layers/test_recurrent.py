@@ -120,7 +120,7 @@ def randomize_peepholes(layer, seed=3):
     ("GRU", "", True, [(3 * H, I), (3 * H,), (3 * H, S), (3 * H, H)]),
 ])
 def test_caffe_blob_layout_and_top_shapes(type_, extra, static, shapes):
-    layer, bottom, top = build(type_, extra, static)
+    layer, _, top = build(type_, extra, static)
     assert [b.shape for b in layer.blobs] == shapes
     assert top[0].shape == (T, N, H)
     if "peephole" in extra:
@@ -128,8 +128,8 @@ def test_caffe_blob_layout_and_top_shapes(type_, extra, static, shapes):
 
 
 def test_exposed_state_tops_and_input_flattened_from_axis_2():
-    layer, bottom, top = setup_layer(recurrent("LSTM", "expose_hidden: true"),
-                                     [(T, N, 2, 2), CONT_EXPOSED, (1, N, H), (1, N, H)], num_top=3)
+    layer, _, top = setup_layer(recurrent("LSTM", "expose_hidden: true"),
+                                [(T, N, 2, 2), CONT_EXPOSED, (1, N, H), (1, N, H)], num_top=3)
     assert layer.blobs[0].shape == (4 * H, 4)
     assert [t.shape for t in top] == [(T, N, H), (1, N, H), (1, N, H)]
 
