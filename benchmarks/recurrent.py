@@ -1,14 +1,17 @@
 """Time the recurrent layers at the issue's size: T = 28 steps, N = 64 streams, H = 128 hidden
 units, 28 inputs per step (MNIST read row by row), forward + backward, float32.
 
-    python benchmarks/recurrent.py [--reps 50] [--rounds 7] [--types LSTM GRU RNN] [--loop]
+    python benchmarks/recurrent.py [--reps 50] [--rounds 7] [--types LSTM GRU RNN] [--loop] [--blas]
 
 Prints, per layer type, the best and median time of forward, backward and both over ``rounds``
 rounds of ``reps`` repetitions, and the cost per time step.  ``--loop`` also compares where the
 per-step recurrent GEMM runs: inside the Numba time loop (``np.dot`` in Numba, which calls
 BLAS; what the layers do) against a Python loop calling ``np.matmul`` and a Numba kernel for
 the gate arithmetic of each step, for the LSTM forward; the two alternate round by round,
-because this machine's speed drifts with the other processes on it.
+because this machine's speed drifts with the other processes on it.  ``--blas`` compares the
+layers' one-thread BLAS (pycaffe_lite/layers/recurrent.py, through threadpoolctl) with BLAS's own
+thread count, alternating in the same way; run it on an idle machine and again while another
+process keeps a core busy.
 """
 import os
 
@@ -134,17 +137,44 @@ def compare_loops(reps: int, rounds: int) -> None:
               f"= {min(ts) / T * 1e3:.0f} us per step")
 
 
+def compare_blas_threads(types, reps: int, rounds: int) -> None:
+    import pycaffe_lite.layers.recurrent as R
+
+    times: dict[tuple[str, str], list[float]] = {}
+    for type_ in types:
+        layer, bottom, top = make(type_)
+
+        def both(layer=layer, bottom=bottom, top=top):
+            layer.run_forward(bottom, top)
+            layer.run_backward(top, [True, False], bottom)
+
+        both()
+        for _ in range(rounds):
+            for mode in ("one BLAS thread", "BLAS's own threads"):
+                R._BLAS = None if mode == "one BLAS thread" else False  # None: look threadpoolctl up again
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    both()
+                times.setdefault((type_, mode), []).append((time.perf_counter() - t0) / reps * 1e3)
+    R._BLAS = None
+    for (type_, mode), ts in times.items():
+        print(f"{type_:5s} forward+backward, {mode}: {min(ts):.2f} ms (median {statistics.median(ts):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--types", nargs="+", default=["LSTM", "GRU", "RNN"])
     parser.add_argument("--loop", action="store_true", help="compare where the per-step GEMM runs")
+    parser.add_argument("--blas", action="store_true", help="compare one BLAS thread with BLAS's own count")
     args = parser.parse_args()
     for type_ in args.types:
         time_layer(type_, args.reps, args.rounds)
     if args.loop:
         compare_loops(args.reps, args.rounds)
+    if args.blas:
+        compare_blas_threads(args.types, args.reps, args.rounds)
 
 
 if __name__ == "__main__":

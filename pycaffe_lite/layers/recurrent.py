@@ -25,6 +25,8 @@ arithmetic one Numba kernel (pycaffe_lite/kernels/recurrent.py says why, with th
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..kernels import recurrent as K
@@ -33,6 +35,25 @@ from ..proto import caffe_pb2
 from ..registry import register_layer
 
 SIGMOID = caffe_pb2.RecurrentParameter.SIGMOID
+
+
+def _serial_blas():
+    """A context in which BLAS runs on one thread (threadpoolctl, when installed).  A recurrent
+    layer makes many small products (two per time step); a second BLAS thread gains little on
+    an idle machine, but while another process holds a core its waiting made the layer 20-50x
+    slower (measured; see benchmarks/recurrent.py --blas).  Without threadpoolctl: a no-op."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS = False
+        else:
+            _BLAS = ThreadpoolController().select(user_api="blas")
+    return _BLAS.limit(limits=1) if _BLAS else contextlib.nullcontext()
+
+
+_BLAS = None
 
 
 def _buffer(cache: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -189,6 +210,10 @@ class RecurrentLayer(Layer):
         return pre
 
     def forward(self, bottom, top) -> None:
+        with _serial_blas():
+            self._forward(bottom, top)
+
+    def _forward(self, bottom, top) -> None:
         state0 = self.initial_state(bottom)
         final = self.run_forward_loop(bottom, top, self.input_transform(bottom), state0)
         if self.expose_hidden:
@@ -237,6 +262,10 @@ class RecurrentLayer(Layer):
             bottom[1].diff[...] = 0
 
     def backward(self, top, propagate_down, bottom) -> None:
+        with _serial_blas():
+            self._backward(top, propagate_down, bottom)
+
+    def _backward(self, top, propagate_down, bottom) -> None:
         dstate = self.final_state_diff(top)
         dgates = self.run_backward_loop(top, bottom, dstate)
         self.input_backward(propagate_down, bottom, dgates)

@@ -399,3 +399,40 @@ def test_lstm_unit_shape_errors():
     with pytest.raises(ShapeError, match=r"layer 'unit' \(LSTMUnit\): cont \(bottom\[2\]\) has shape \(3,\) but must "
                                          r"be \(1, N\) = \(1, 3\)"):
         setup_layer(unit, [(1, 3, 2), (1, 3, 8), (3,)], num_top=2)
+
+
+# ---------------------------------------------------------------------------- Caffe files
+CAFFE_NET = """
+name: "caffe_lstm"
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 4 dim: 2 dim: 3 } } }
+layer { name: "cont" type: "Input" top: "cont" input_param { shape { dim: 4 dim: 2 } } }
+layer {
+  name: "lstm1" type: "LSTM" bottom: "x" bottom: "cont" top: "h"
+  recurrent_param { num_output: 3 weight_filler { type: "uniform" min: -0.1 max: 0.1 } }
+}
+"""
+
+
+def test_a_caffemodel_in_caffes_layout_loads(tmp_path):
+    """Caffe stores an LSTM's blobs as W_xc (4H, I), b_c (4H,), W_hc (4H, H) under the layer's name."""
+    from pycaffe_lite.net import Net
+    from pycaffe_lite.proto import caffe_pb2
+
+    (tmp_path / "net.prototxt").write_text(CAFFE_NET)
+    rs = np.random.default_rng(5)
+    arrays = [rs.uniform(-0.5, 0.5, s).astype(np.float32) for s in [(12, 3), (12,), (12, 3)]]
+    model = caffe_pb2.NetParameter(name="caffe_lstm")
+    lp = model.layer.add(name="lstm1", type="LSTM")
+    for a in arrays:
+        bp = lp.blobs.add()
+        bp.shape.dim.extend(a.shape)
+        bp.data.extend(a.ravel().tolist())
+    (tmp_path / "w.caffemodel").write_bytes(model.SerializeToString())
+    net = Net(str(tmp_path / "net.prototxt"), phase=1, weights=str(tmp_path / "w.caffemodel"))
+    for blob, a in zip(net.params["lstm1"], arrays):
+        np.testing.assert_array_equal(blob.data, a)
+    x = rs.uniform(-1, 1, (T, N, I)).astype(np.float32)
+    h = net.forward(x=x, cont=CONT)["h"]
+    layer = net.layer_dict["lstm1"]
+    expected, _ = reference(layer, as_blobs([x, CONT]))
+    np.testing.assert_allclose(h, expected, rtol=1e-5, atol=2e-6)
