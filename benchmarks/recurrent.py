@@ -5,9 +5,9 @@ units, 28 inputs per step (MNIST read row by row), forward + backward, float32.
 
 Prints, per layer type, the best and median time of forward, backward and both over ``rounds``
 rounds of ``reps`` repetitions, and the cost per time step.  ``--loop`` also compares where the
-per-step recurrent GEMM runs: inside the Numba time loop (``np.dot`` in Numba, which calls
-BLAS; what the layers do) against a Python loop calling ``np.matmul`` and a Numba kernel for
-the gate arithmetic of each step, for the LSTM forward; the two alternate round by round,
+per-step recurrent GEMM runs, for the LSTM forward: a Python loop calling ``np.matmul`` and a
+Numba kernel for the gate arithmetic of each step (what the layers do) against the whole time
+loop inside Numba calling ``np.dot`` (SciPy's BLAS; needs SciPy); the two alternate round by round,
 because this machine's speed drifts with the other processes on it.  ``--blas`` compares the
 layers' one-thread BLAS (pycaffe_lite/layers/recurrent.py, through threadpoolctl) with BLAS's own
 thread count, alternating in the same way; run it on an idle machine and again while another
@@ -99,6 +99,16 @@ def compare_loops(reps: int, rounds: int) -> None:
             for d in range(o.shape[0]):
                 o[d] = k * p[d]
 
+    @njit(cache=False, error_model="numpy")
+    def lstm_forward_in_numba(act, cont, w_t, peep, state0, c, h, hc):
+        # the whole time loop in Numba; np.dot inside Numba calls SciPy's BLAS
+        rec = np.empty((act.shape[1], act.shape[2]), np.float32)
+        for t in range(act.shape[0]):
+            gate_state(state0[0] if t == 0 else h[t - 1], cont[t], hc[t])
+            gate_state(state0[1] if t == 0 else c[t - 1], cont[t], c[t])
+            np.dot(hc[t], w_t, rec)
+            step(act[t], rec, peep, c[t], h[t])
+
     layer, bottom, _ = make("LSTM")
     cont = bottom[1].data
     w_t = layer.blobs[2].data.T
@@ -111,7 +121,7 @@ def compare_loops(reps: int, rounds: int) -> None:
 
     def in_numba():
         act[...] = pre
-        K.lstm_forward(act, cont, w_t, peep, state0, c, h, hc)
+        lstm_forward_in_numba(act, cont, w_t, peep, state0, c, h, hc)
 
     def python_loop():
         act[...] = pre

@@ -370,6 +370,10 @@ def test_x_needs_three_axes_and_a_fixed_input_size():
                                          r"least 3 axes .* got \(4, 2\)"):
         setup_layer(recurrent("RNN"), [(T, N), CONT])
     layer, bottom, top = build("RNN")
+    bottom[0].reshape((T, N))
+    with pytest.raises(ShapeError, match=r"layer 'r' \(RNN\): x \(bottom\[0\]\) must be \(T, N, \.\.\.\) with at "
+                                         r"least 3 axes .* got \(4, 2\)"):
+        forward(layer, bottom, top)
     bottom[0].reshape((T, N, I + 1))
     with pytest.raises(ShapeError, match=r"layer 'r' \(RNN\): x \(bottom\[0\]\) has shape \(4, 2, 4\), 4 inputs per "
                                          r"step, but the weights expect 3; the input size cannot change"):
@@ -386,6 +390,11 @@ def test_exposed_state_and_static_shapes():
         layer, bottom, top = build("GRU", static=True)
         bottom[2].reshape((3, S))
         forward(layer, bottom, top)
+
+
+def test_x_static_needs_a_stream_axis():
+    with pytest.raises(ShapeError, match=r"layer 'r' \(GRU\): x_static \(bottom\[2\]\) must be \(N, \.\.\.\)"):
+        setup_layer(recurrent("GRU"), [(T, N, I), CONT, Blob(())])
 
 
 def test_lstm_unit_shape_errors():
