@@ -194,6 +194,27 @@ def _find_idx(idx_dir: Path, prefix: str, kind: str):
     )
 
 
+def _mnist_sets(out_dir: Path, idx_dir, dbs: tuple[str, str], overwrite: bool) -> list[tuple[Path, Path, str]]:
+    """``[(images file, labels file, db name)]`` for the train and test sets, after checking the
+    source folder exists and (unless ``overwrite``) that no output database does."""
+    src = bundled_mnist_dir() if idx_dir is None else Path(idx_dir)
+    if idx_dir is not None and not src.is_dir():
+        raise DataError(f"MNIST folder '{idx_dir}' does not exist; download the IDX files from {MNIST_URL}")
+    if not overwrite:
+        for db in dbs:
+            if os.path.lexists(out_dir / db):
+                raise DataError(
+                    f"'{out_dir / db}' already exists; delete it or pass overwrite=True (--overwrite) to replace it"
+                )
+    sets = []
+    for prefix, db in zip(("train", "t10k"), dbs):
+        if idx_dir is None:
+            sets.append((src / f"{prefix}-images-idx3-ubyte.gz", src / f"{prefix}-labels-idx1-ubyte.gz", db))
+        else:
+            sets.append((_find_idx(src, prefix, "images-idx3"), _find_idx(src, prefix, "labels-idx1"), db))
+    return sets
+
+
 def prepare_mnist(out_dir, idx_dir=None, limit: int | None = None, *,
                   overwrite: bool = False) -> tuple[str, str]:
     """Create ``<out_dir>/mnist_train_lmdb`` and ``<out_dir>/mnist_test_lmdb``.
@@ -216,23 +237,8 @@ def prepare_mnist(out_dir, idx_dir=None, limit: int | None = None, *,
     (train_path, test_path)
     """
     out_dir = Path(out_dir)
-    src = bundled_mnist_dir() if idx_dir is None else Path(idx_dir)
-    if idx_dir is not None and not src.is_dir():
-        raise DataError(f"MNIST folder '{idx_dir}' does not exist; download the IDX files from {MNIST_URL}")
-    if not overwrite:
-        for db in (TRAIN_DB, TEST_DB):
-            if os.path.lexists(out_dir / db):
-                raise DataError(
-                    f"'{out_dir / db}' already exists; delete it or pass overwrite=True (--overwrite) to replace it"
-                )
     paths = []
-    for prefix, db in (("train", TRAIN_DB), ("t10k", TEST_DB)):
-        if idx_dir is None:
-            images = src / f"{prefix}-images-idx3-ubyte.gz"
-            labels = src / f"{prefix}-labels-idx1-ubyte.gz"
-        else:
-            images = _find_idx(src, prefix, "images-idx3")
-            labels = _find_idx(src, prefix, "labels-idx1")
+    for images, labels, db in _mnist_sets(out_dir, idx_dir, (TRAIN_DB, TEST_DB), overwrite):
         db_path = str(out_dir / db)
         convert_mnist(images, labels, db_path, limit=limit, overwrite=overwrite)
         paths.append(db_path)
@@ -280,23 +286,9 @@ def prepare_mnist_siamese(out_dir, idx_dir=None, limit: int | None = None, *, se
     (train_path, test_path)
     """
     out_dir = Path(out_dir)
-    src = bundled_mnist_dir() if idx_dir is None else Path(idx_dir)
-    if idx_dir is not None and not src.is_dir():
-        raise DataError(f"MNIST folder '{idx_dir}' does not exist; download the IDX files from {MNIST_URL}")
-    if not overwrite:
-        for db in (SIAMESE_TRAIN_DB, SIAMESE_TEST_DB):
-            if os.path.lexists(out_dir / db):
-                raise DataError(
-                    f"'{out_dir / db}' already exists; delete it or pass overwrite=True (--overwrite) to replace it"
-                )
     paths = []
-    for k, (prefix, db) in enumerate((("train", SIAMESE_TRAIN_DB), ("t10k", SIAMESE_TEST_DB))):
-        if idx_dir is None:
-            image_file = src / f"{prefix}-images-idx3-ubyte.gz"
-            label_file = src / f"{prefix}-labels-idx1-ubyte.gz"
-        else:
-            image_file = _find_idx(src, prefix, "images-idx3")
-            label_file = _find_idx(src, prefix, "labels-idx1")
+    dbs = (SIAMESE_TRAIN_DB, SIAMESE_TEST_DB)
+    for k, (image_file, label_file, db) in enumerate(_mnist_sets(out_dir, idx_dir, dbs, overwrite)):
         images, labels = read_idx_images(image_file), read_idx_labels(label_file)
         if len(images) != len(labels):
             raise DataError(
