@@ -2,6 +2,7 @@
 units, 28 inputs per step (MNIST read row by row), forward + backward, float32.
 
     python benchmarks/recurrent.py [--reps 50] [--rounds 7] [--types LSTM GRU RNN] [--loop] [--blas]
+                                   [--torch] [--torch-threads 1]
 
 Prints, per layer type, the best and median time of forward, backward and both over ``rounds``
 rounds of ``reps`` repetitions, and the cost per time step.  ``--loop`` also compares where the
@@ -11,7 +12,12 @@ loop inside Numba calling ``np.dot`` (SciPy's BLAS; needs SciPy); the two altern
 because this machine's speed drifts with the other processes on it.  ``--blas`` compares the
 layers' one-thread BLAS (pycaffe_lite/layers/recurrent.py, through threadpoolctl) with BLAS's own
 thread count, alternating in the same way; run it on an idle machine and again while another
-process keeps a core busy.
+process keeps a core busy.  ``--torch`` times PyTorch's nn.LSTM / nn.GRU / nn.RNN (tanh) of the
+same size on the same input and output gradient (forward + backward, dx included), alternating
+with ours round by round, and prints ours / PyTorch; ``--torch-threads`` sets PyTorch's thread
+count (default 1, as our layers' BLAS).  PyTorch is a peer, not a dependency: without it the
+comparison prints a line saying so and is skipped.  Caffe's RNN computes one more product than
+nn.RNN (its output layer o_t = tanh(W_ho h_t + b_o)), so its ratio is not like for like.
 """
 import os
 
@@ -171,6 +177,46 @@ def compare_blas_threads(types, reps: int, rounds: int) -> None:
         print(f"{type_:5s} forward+backward, {mode}: {min(ts):.2f} ms (median {statistics.median(ts):.2f})")
 
 
+def compare_torch(types, reps: int, rounds: int, threads: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed: skipping the comparison with nn.LSTM / nn.GRU / nn.RNN")
+        return
+    torch.set_num_threads(threads)
+    modules = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
+    for type_ in types:
+        layer, bottom, top = make(type_)
+        module = modules[type_](I, H)  # time-major (T, N, I), tanh for the RNN
+        x = torch.from_numpy(bottom[0].data.copy()).requires_grad_(True)
+        dy = torch.from_numpy(top[0].diff.copy())
+
+        def ours(layer=layer, bottom=bottom, top=top):
+            layer.run_forward(bottom, top)
+            layer.run_backward(top, [True, False], bottom)
+
+        def theirs(module=module, x=x, dy=dy):
+            module.zero_grad(set_to_none=False)
+            x.grad = None
+            y, _ = module(x)
+            y.backward(dy)
+
+        ours()
+        theirs()
+        times = {"ours": [], "torch": []}
+        for _ in range(rounds):
+            for name, fn in (("ours", ours), ("torch", theirs)):
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / reps * 1e3)
+        mo, mt = statistics.median(times["ours"]), statistics.median(times["torch"])
+        print(f"{type_:5s} T={T} N={N} H={H} forward+backward: ours {mo:.2f} ms (best {min(times['ours']):.2f}), "
+              f"PyTorch {torch.__version__} nn.{type_} ({threads} thread(s)) {mt:.2f} ms (best "
+              f"{min(times['torch']):.2f}); per step {mo / T * 1e3:.0f} vs {mt / T * 1e3:.0f} us; "
+              f"ours / PyTorch = {mo / mt:.2f} (median), {min(times['ours']) / min(times['torch']):.2f} (best)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=50)
@@ -178,6 +224,8 @@ def main() -> None:
     parser.add_argument("--types", nargs="+", default=["LSTM", "GRU", "RNN"])
     parser.add_argument("--loop", action="store_true", help="compare where the per-step GEMM runs")
     parser.add_argument("--blas", action="store_true", help="compare one BLAS thread with BLAS's own count")
+    parser.add_argument("--torch", action="store_true", help="compare with PyTorch's nn.LSTM/nn.GRU/nn.RNN")
+    parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch's thread count (default 1)")
     args = parser.parse_args()
     for type_ in args.types:
         time_layer(type_, args.reps, args.rounds)
@@ -185,6 +233,8 @@ def main() -> None:
         compare_loops(args.reps, args.rounds)
     if args.blas:
         compare_blas_threads(args.types, args.reps, args.rounds)
+    if args.torch:
+        compare_torch(args.types, args.reps, args.rounds, args.torch_threads)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,25 @@
 """`plite`: the command line, one function per verb in a table (Caffe's brew map).
 
     plite train --solver S [--weights a.caffemodel[,b.caffemodel]] [--snapshot X.solverstate]
-    plite test  --model M --weights W [--iterations 50]
+    plite test  --model M --weights W [--iterations 50] [--report [--scores B --labels B] [--reject-threshold T ...]]
     plite time  --model M [--iterations 50]
     plite data mnist [--out-dir data/mnist] [--idx-dir DIR] [--siamese]
     plite data imageset ROOT LISTFILE DB [--resize-height H --resize-width W --gray --shuffle --encoded]
     plite data mean DB OUT.binaryproto
+    plite data pca DB OUT.binaryproto  /  plite data stats DB OUT.binaryproto  /  plite data whiten DB OUT --epsilon E
+    plite data preview --model M --out grid.png [--source DB] [--n 64] [--seed S]   (augmented samples)
+    plite data adding [--T 50] [--n-train 10000] [--n-test 1000] [--seed 0] [--out-dir data/adding]
     plite upgrade IN OUT                      (prototxt, or a binary caffemodel)
     plite draw NET OUT.{png,svg,dot} [--rankdir LR] [--phase TRAIN|TEST|ALL]
     plite log parse LOG [OUT_DIR]  /  plite log plot LOG OUT.png [--x iters|seconds] [--y loss ...]
     plite features --model M --weights W --blobs b1,b2 --iterations N --out DIR [--format npy|lmdb]
     plite convert A B                         (.prototxt <-> .yaml)
     plite models [--dir models]
-    plite summary --model M [--phase TRAIN|TEST]   (per layer: top shape, neurons, parameters, connections)
+    plite summary --model M [--phase TRAIN|TEST] [--activations [--weights W]]
+                                              (per layer: top shape, neurons, parameters, connections)
+    plite gradnorm --model M --layer L [--weights W] [--out grad.png] [--iterations 1]
+                                              (||dJ/dh_k||, k = T..1, of a recurrent layer)
+    plite rbm show --model deploy.prototxt --weights W --out DIR [--data LMDB]   (RBM pictures, PNG)
 
 Nets and solvers may be prototxt or YAML (.yaml/.yml) everywhere.  ``--lenient`` (train,
 test, time, draw) skips fields BVLC Caffe's schema lacks (a fork's) with a warning.
@@ -70,6 +77,11 @@ def cmd_test(args) -> int:
               if args.weights else None)
     if not args.weights:
         log.warning("no --weights given: testing randomly initialised parameters")
+    collector = None
+    if args.report:
+        from .report import ReportCollector
+
+        collector = ReportCollector(net, args.scores, args.labels)
     log.info("Running for %d iterations.", args.iterations)
     names: list[str] = []
     scores: list[float] = []
@@ -87,6 +99,8 @@ def cmd_test(args) -> int:
                     scores[k] += float(v)
                 log.info("Batch %d, %s = %s", i, name, _g(v))
                 k += 1
+        if collector is not None:
+            collector.add()
     loss /= args.iterations
     log.info("Loss: %s", _g(loss))
     for name, total in zip(names, scores):
@@ -94,6 +108,9 @@ def cmd_test(args) -> int:
         w = net.blob_loss_weights.get(name, 0.0)
         extra = f" (* {_g(w)} = {_g(w * mean)} loss)" if w else ""
         log.info("%s = %s%s", name, _g(mean), extra)
+    if collector is not None:
+        thresholds = [float(t) for item in args.reject_threshold or [] for t in item.split(",") if t]
+        print(collector.report(thresholds).format())
     del np
     return 0
 
@@ -160,6 +177,14 @@ def cmd_data_mnist(args) -> int:
     return 0
 
 
+def cmd_data_adding(args) -> int:
+    from .data.adding import prepare_adding
+
+    for p in prepare_adding(args.out_dir, args.T, args.n_train, args.n_test, seed=args.seed):
+        log.info("Wrote %s", p)
+    return 0
+
+
 def cmd_upgrade(args) -> int:
     from .io.caffemodel import is_binary_proto_file, upgrade_caffemodel
     from .io.prototxt import upgrade_file
@@ -220,6 +245,45 @@ def cmd_data_mean(args) -> int:
     return 0
 
 
+def cmd_data_pca(args) -> int:
+    from .data.mean import save_mean
+    from .data.pca import compute_pca
+
+    save_mean(compute_pca(args.db, args.max_pixel_value), args.output)
+    log.info("Wrote the RGB PCA of %s to %s (transform_param { pca_file: \"%s\" })", args.db, args.output, args.output)
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from .data.mean import save_mean
+    from .data.pca import compute_stats
+
+    save_mean(compute_stats(args.db), args.output)
+    log.info("Wrote the channel mean/std of %s to %s (transform_param { stats_file: \"%s\" })",
+             args.db, args.output, args.output)
+    return 0
+
+
+def cmd_data_whiten(args) -> int:
+    from .data.mean import save_mean
+    from .data.pca import compute_whitening
+
+    save_mean(compute_whitening(args.db, args.epsilon, args.mode, args.max_pixel_value), args.output)
+    log.info("Wrote the %s whitening of %s to %s (transform_param { whiten_file: \"%s\" })",
+             args.mode.upper(), args.db, args.output, args.output)
+    return 0
+
+
+def cmd_data_preview(args) -> int:
+    from .data.preview import write_preview
+    from .layer import TEST, TRAIN
+
+    width, height = write_preview(args.model, args.out, source=args.source, n=args.n, seed=args.seed,
+                                  phase=TRAIN if args.phase == "TRAIN" else TEST, zoom=args.zoom)
+    log.info("Preview grid %dx%d pixels", width, height)
+    return 0
+
+
 def cmd_features(args) -> int:
     from .features import extract_features
 
@@ -260,9 +324,29 @@ def cmd_summary(args) -> int:
     from .net import Net
     from .summary import format_summary, summarize
 
-    net = Net(args.model, phase=TRAIN if args.phase == "TRAIN" else TEST, level=args.level, stages=_stages(args))
+    net = Net(args.model, phase=TRAIN if args.phase == "TRAIN" else TEST, level=args.level, stages=_stages(args),
+              weights=args.weights.split(",") if args.weights else None)
     print(f"{net.name or args.model} (phase {args.phase})")
-    print(format_summary(summarize(net)))
+    if args.activations and not args.weights:
+        log.info("no --weights: activations of the fillers' initial parameters")
+    print(format_summary(summarize(net, activations=args.activations)))
+    return 0
+
+
+def cmd_rbm_show(args) -> int:
+    from .rbm_show import ShowOptions, show
+
+    opts = ShowOptions(n_filters=args.filters, n_data=args.digits, n_chains=args.chains, n_columns=args.columns,
+                       steps=args.steps, scale=args.scale, seed=args.seed)
+    show(args.model, args.weights, args.out, data=args.data, layer_name=args.layer, options=opts)
+    return 0
+
+
+def cmd_gradnorm(args) -> int:
+    from .gradnorm import run_gradnorm
+
+    run_gradnorm(args.model, args.layer, weights=args.weights.split(",") if args.weights else None, out=args.out,
+                 iterations=args.iterations, phase=args.phase, grad=args.grad, all_steps=args.all_steps)
     return 0
 
 
@@ -330,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "level", type=int, default=None)
     _add(p, "stage")
     p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
+    p.add_argument("--report", action="store_true", help="print a confusion matrix, per-class precision/recall/F1 "
+                   "and information measures (bits) of the predictions (see pycaffe_lite/report.py)")
+    p.add_argument("--scores", help="with --report: blob of class scores or probabilities (default: the "
+                   "Accuracy/SoftmaxWithLoss layer's first bottom)")
+    p.add_argument("--labels", help="with --report: blob of labels (default: that layer's second bottom)")
+    p.add_argument("--reject-threshold", nargs="+", metavar="T", help="with --report: rejection/error/correct "
+                   "rates when rejecting top probabilities below T (several values or comma separated)")
 
     p = verb("time", cmd_time, "time forward/backward, per layer, like `caffe time`")
     _add(p, "model", required=True, help="net prototxt")
@@ -365,6 +456,41 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_data_mean)
     d.add_argument("db")
     d.add_argument("output")
+    d = dsub.add_parser("pca", help="RGB covariance eigenvalues/eigenvectors of an LMDB -> binaryproto "
+                        "(transform_param pca_file: AlexNet's lighting noise)")
+    d.set_defaults(fn=cmd_data_pca)
+    d.add_argument("db")
+    d.add_argument("output")
+    d.add_argument("--max-pixel-value", type=float, default=255.0, help="full intensity (default 255)")
+    d = dsub.add_parser("stats", help="per-channel mean and std of an LMDB -> binaryproto (transform_param stats_file)")
+    d.set_defaults(fn=cmd_data_stats)
+    d.add_argument("db")
+    d.add_argument("output")
+    d = dsub.add_parser("whiten", help="ZCA/PCA whitening matrix of an LMDB -> binaryproto (transform_param whiten_file)")
+    d.set_defaults(fn=cmd_data_whiten)
+    d.add_argument("db")
+    d.add_argument("output")
+    d.add_argument("--epsilon", type=float, required=True, help="added to the eigenvalues (e.g. 0.01-0.1)")
+    d.add_argument("--mode", choices=["zca", "pca"], default="zca", help="zca (default) or pca")
+    d.add_argument("--max-pixel-value", type=float, default=255.0, help="full intensity (default 255)")
+    d = dsub.add_parser("preview", help="PNG grid of augmented samples, as the net's transform_param makes them")
+    d.set_defaults(fn=cmd_data_preview)
+    _add(d, "model", required=True, help="net prototxt (its Data layer) or a transform_param prototxt")
+    d.add_argument("--source", help="LMDB (default: the Data layer's source)")
+    d.add_argument("--out", required=True, help="PNG to write")
+    d.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the augmentation (default 0)")
+    d.add_argument("--phase", default="TRAIN", type=str.upper, choices=["TRAIN", "TEST"])
+    d.add_argument("--zoom", type=int, default=0, help="magnification (default: tiles of at least 64 pixels)")
+    d = dsub.add_parser("adding", help="the adding problem (two marked numbers in T random ones, target their "
+                        "sum) -> {train,test}_{x,y}_lmdb, for models/adding_problem")
+    d.set_defaults(fn=cmd_data_adding)
+    d.add_argument("--T", type=int, default=50, help="sequence length (default 50)")
+    d.add_argument("--n-train", type=int, default=10000, help="training sequences (default 10000)")
+    d.add_argument("--n-test", type=int, default=1000, help="test sequences (default 1000)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--out-dir", default="data/adding", help="where the LMDBs go (default data/adding, where "
+                   "models/adding_problem looks)")
 
     p = verb("upgrade", cmd_upgrade, "upgrade a legacy (V0/V1) net or solver prototxt to the current format")
     p.add_argument("input")
@@ -405,13 +531,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("models", cmd_models, "list the model cards (models/*/model.yaml)")
     p.add_argument("--dir", default="models", help="the models folder (default: ./models)")
 
+    p = verb("gradnorm", cmd_gradnorm, "print and plot ||dJ/dh_k||, k = T..1, for a recurrent layer: "
+             "does the gradient vanish through time?")
+    _add(p, "model", required=True, help="net prototxt or YAML")
+    _add(p, "layer", required=True, help="name of an RNN, LSTM or GRU layer")
+    _add(p, "weights", help="caffemodel(s), comma separated (default: freshly initialised)")
+    _add(p, "out", help="PNG to plot to (log scale)")
+    _add(p, "iterations", type=int, default=1, help="batches to average over (default 1)")
+    _add(p, "phase", default="TEST", type=str.upper, choices=["TRAIN", "TEST"])
+    p.add_argument("--grad", default="loss", choices=["loss", "random"],
+                   help="gradient source: the net's loss (default) or a random unit direction on the last step")
+    p.add_argument("--all-steps", action="store_true",
+                   help="keep the loss's gradient at every output step (default: the last step's only)")
+    p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
+
     p = verb("summary", cmd_summary, "per layer: top shape, neurons, trainable parameters, connections")
     _add(p, "model", required=True, help="net prototxt or YAML")
+    _add(p, "weights", help="caffemodel(s), comma separated (used by --activations)")
+    p.add_argument("--activations", action="store_true", help="run one forward batch and add each layer's top "
+                   "activation mean and std (Input tops get N(0, 1) data)")
     _add(p, "phase", default="TRAIN", type=str.upper, choices=["TRAIN", "TEST"])
     _add(p, "level", type=int, default=None)
     _add(p, "stage")
     p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
+
+    p = verb("rbm", None, "restricted Boltzmann machines")
+    rsub = p.add_subparsers(dest="rbm_verb", metavar="ACTION")
+    d = rsub.add_parser("show", help="PNG pictures of an RBM: filters, data vs reconstructions, Gibbs samples")
+    d.set_defaults(fn=cmd_rbm_show)
+    _add(d, "model", required=True, help="a net with an RBM layer (e.g. models/rbm/deploy.prototxt)")
+    _add(d, "weights", required=True, help="caffemodel(s), comma separated")
+    _add(d, "out", required=True, help="folder for filters.png, reconstructions.png, samples.png")
+    _add(d, "data", help="LMDB of digits for reconstructions.png and the chains' starts (default: none; the "
+         "chains start from random vectors)")
+    _add(d, "layer", help="the RBM layer's name (default: the net's only RBM layer)")
+    _add(d, "scale", type=float, default=0.00390625, help="data values -> [0, 1] (default 1/256, as training)")
+    d.add_argument("--filters", type=_positive, default=100, help="filters to draw (default 100)")
+    d.add_argument("--digits", type=_positive, default=40, help="digits to reconstruct (default 40)")
+    d.add_argument("--chains", type=_positive, default=10, help="Gibbs chains, one per row (default 10)")
+    d.add_argument("--columns", type=_positive, default=10, help="pictures per chain (default 10)")
+    d.add_argument("--steps", type=_positive, default=50, help="Gibbs sweeps between pictures (default 50)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the Gibbs chains (default 0)")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,12 @@ Columns:
 
 Split layers that the net inserts by itself are left out (they are plumbing, not layers
 of the prototxt).
+
+``--activations`` (:func:`activation_stats`) runs one forward batch, layer by layer, and adds the
+mean and standard deviation of each layer's top(s) right after that layer ran (so a ReLU in place
+shows its own output, not the convolution's): the quick check that activations neither vanish
+nor explode through depth.  Input layers have no data of their own; their tops are filled with
+N(0, 1) draws (seeded) first.
 """
 from __future__ import annotations
 
@@ -41,6 +47,8 @@ class LayerSummary:
     parameters: int | None
     fixed_parameters: int
     connections: int | None
+    #: (mean, std) of each top after one forward batch (``--activations``), else None
+    activations: list[tuple[float, float]] | None = None
 
 
 # ------------------------------------------------------------------ connections per type
@@ -113,8 +121,10 @@ def _lr_mult(layer, index: int) -> float:
     return 1.0
 
 
-def summarize(net) -> list[LayerSummary]:
-    """The rows of :func:`format_summary` for a built :class:`pycaffe_lite.net.Net`."""
+def summarize(net, activations: bool = False) -> list[LayerSummary]:
+    """The rows of :func:`format_summary` for a built :class:`pycaffe_lite.net.Net`
+    (with ``activations``, each row also gets its tops' mean/std over one forward batch)."""
+    stats = activation_stats(net) if activations else {}
     rows = []
     seen: set[int] = set()  # parameter storage already counted (shared parameters)
     for li, layer in enumerate(net.layers):
@@ -143,8 +153,25 @@ def summarize(net) -> list[LayerSummary]:
             name=layer.name, type=layer.type, top_shapes=[t.shape for t in top], in_place=any(in_place),
             neurons=neurons, parameters=params if layer.blobs else None, fixed_parameters=fixed,
             connections=rule(layer, bottom, top) if rule is not None else None,
+            activations=stats.get(layer.name) if activations else None,
         ))
     return rows
+
+
+def activation_stats(net, seed: int = 0) -> dict[str, list[tuple[float, float]]]:
+    """Run one forward batch layer by layer; ``{layer name: [(mean, std) of each top]}``.
+
+    The tops of Input layers are first filled with N(0, 1) draws from ``seed``."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for li, layer in enumerate(net.layers):
+        net.forward_loss(li, li)
+        if layer.type == "Input":
+            for t in net.top_vecs[li]:
+                t.data[...] = rng.standard_normal(t.shape)
+        out[layer.name] = [(float(t.data.mean(dtype=np.float64)), float(t.data.std(dtype=np.float64)))
+                           for t in net.top_vecs[li]]
+    return out
 
 
 def _n(value: int | None) -> str:
@@ -157,16 +184,25 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 def format_summary(rows: list[LayerSummary]) -> str:
     """A text table: layer, type, top shape, neurons, parameters, connections, and totals."""
-    header = ("layer", "type", "top shape", "neurons", "parameters", "connections")
+    header: tuple[str, ...] = ("layer", "type", "top shape", "neurons", "parameters", "connections")
+    stats = any(r.activations is not None for r in rows)
+    if stats:
+        header += ("act mean", "act std")
     lines = []
     for r in rows:
         shape = ", ".join(_shape(s) for s in r.top_shapes) + (" (in place)" if r.in_place else "")
         params = _n(r.parameters)
         if r.fixed_parameters:
             params += f" (+{r.fixed_parameters:,} fixed)"
-        lines.append((r.name, r.type, shape, _n(r.neurons), params, _n(r.connections)))
-    total = ("total", "", "", _n(sum(r.neurons or 0 for r in rows)), _n(sum(r.parameters or 0 for r in rows)),
-             _n(sum(r.connections or 0 for r in rows)))
+        line: tuple[str, ...] = (r.name, r.type, shape, _n(r.neurons), params, _n(r.connections))
+        if stats:
+            acts = r.activations or []
+            line += (", ".join(f"{m:.4g}" for m, _ in acts) or "-", ", ".join(f"{sd:.4g}" for _, sd in acts) or "-")
+        lines.append(line)
+    total: tuple[str, ...] = ("total", "", "", _n(sum(r.neurons or 0 for r in rows)),
+                              _n(sum(r.parameters or 0 for r in rows)), _n(sum(r.connections or 0 for r in rows)))
+    if stats:
+        total += ("", "")
     widths = [max(len(row[i]) for row in [header, total, *lines]) for i in range(len(header))]
 
     def fmt(row) -> str:

@@ -60,3 +60,39 @@ def test_bilinear_kernel():
 def test_unknown_filler_lists_known():
     with pytest.raises(NetConfigError, match="unknown filler type 'xavir'.*xavier"):
         filled((2, 2), 'type: "xavir"')
+
+
+def relu_stack(filler: str, depth: int = 10, width: int = 256, batch: int = 256) -> str:
+    """``depth`` x (InnerProduct ``width`` + ReLU in place) on an Input of N(0, 1) data."""
+    layers = [f'layer {{ name: "x" type: "Input" top: "h0" input_param {{ shape {{ dim: {batch} dim: {width} }} }} }}']
+    for i in range(1, depth + 1):
+        layers.append(f'layer {{ name: "ip{i}" type: "InnerProduct" bottom: "h{i - 1}" top: "h{i}" '
+                      f'inner_product_param {{ num_output: {width} weight_filler {{ {filler} }} }} }}')
+        layers.append(f'layer {{ name: "relu{i}" type: "ReLU" bottom: "h{i}" top: "h{i}" }}')
+    return "\n".join(layers)
+
+
+def relu_variances(filler: str) -> np.ndarray:
+    """Variance of each ReLU's output through the stack (one forward batch, as `plite summary --activations`)."""
+    from pycaffe_lite.layer import TEST
+    from pycaffe_lite.net import Net
+    from pycaffe_lite.summary import activation_stats
+
+    set_random_seed(1)
+    stats = activation_stats(Net(relu_stack(filler), phase=TEST))
+    return np.array([stats[f"relu{i}"][0][1] ** 2 for i in range(1, 11)])
+
+
+def test_deep_relu_stack_keeps_variance_only_with_he_init():
+    # Var(pre-activation) = fan_in * Var(w) * E[x^2] and E[relu(y)^2] = Var(y) / 2 for a symmetric y, so the
+    # ReLU outputs' second moment (and variance) changes by fan_in * Var(w) / 2 per layer:
+    # msra (He): Var(w) = 2/n -> x1;  xavier: uniform(+-sqrt(3/n)), Var(w) = 1/n -> x1/2;
+    # tiny gaussian 0.001: 256 * 1e-6 / 2 = 1.28e-4 per layer -> ~1e-39 after ten layers.
+    he = relu_variances('type: "msra"')
+    assert np.all((he[1:] / he[:-1] > 0.75) & (he[1:] / he[:-1] < 1.33))
+    assert 0.5 < he[-1] / he[0] < 2.0
+    xavier = relu_variances('type: "xavier"')
+    assert np.all((xavier[1:] / xavier[:-1] > 0.35) & (xavier[1:] / xavier[:-1] < 0.7))
+    assert 0.5 ** 9 / 2 < xavier[-1] / xavier[0] < 0.5 ** 9 * 2
+    tiny = relu_variances('type: "gaussian" std: 0.001')
+    assert tiny[0] < 1e-3 and tiny[-1] < 1e-30

@@ -100,3 +100,28 @@ def test_counting_rules_on_a_small_net():
 def test_missing_model_file_exits_1(tmp_path, capsys):
     assert main(["summary", "--model", str(tmp_path / "none.prototxt")]) == 1
     assert "none.prototxt" in capsys.readouterr().err
+
+
+def test_activations_columns_with_and_without_weights(tmp_path, capsys):
+    model = tmp_path / "small.prototxt"
+    model.write_text("""
+    layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 64 dim: 3 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" inner_product_param { num_output: 2
+            weight_filler { type: "constant" value: 0 } bias_filler { type: "constant" value: -1 } } }
+    layer { name: "relu" type: "ReLU" bottom: "y" top: "y" }
+    """)
+    assert main(["summary", "--model", str(model), "--activations"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows["layer"][-2:] == ["act mean", "act std"]
+    assert rows["ip"][-2:] == ["-1", "0"] and rows["relu"][-2:] == ["0", "0"]  # each layer's own output
+    x_mean, x_std = float(rows["x"][-2]), float(rows["x"][-1])  # the Input gets N(0, 1) draws
+    assert abs(x_mean) < 0.3 and 0.8 < x_std < 1.2
+    # weights: zero weights, biases 1 and 3 -> every sample's y is (1, 3): mean 2, std 1
+    net = Net(str(model), phase=TEST)
+    net.params["ip"][1].data[...] = [1, 3]
+    net.save(str(tmp_path / "w.caffemodel"))
+    assert main(["summary", "--model", str(model), "--activations", "--weights", str(tmp_path / "w.caffemodel")]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert rows["ip"][-2:] == ["2", "1"] and rows["relu"][-2:] == ["2", "1"]
+    assert main(["summary", "--model", str(model)]) == 0  # without the flag: no extra columns
+    assert table_rows(capsys.readouterr().out)["layer"][-1] == "connections"

@@ -97,7 +97,6 @@ FORK_FIELDS: dict[str, str] = {
     "detection_output_param": "SSD's Caffe",
     "detection_evaluate_param": "SSD's Caffe",
     "annotated_data_param": "SSD's Caffe",
-    "permute_param": "SSD's Caffe",
     "norm_param": "SSD's Caffe",
     "video_data_param": "SSD's Caffe",
     "interp_param": "DeepLab's / PSPNet's Caffe",

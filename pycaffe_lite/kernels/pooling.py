@@ -126,30 +126,31 @@ def max_pool_forward(x, geom, out_y, out_mask):
                 mrow[_U(ow)] = maxidx
 
 
+# Flat per-plane loops: zeroing a plane with ``plane[:] = 0`` on the 2-D view and scattering
+# through 2-D indices took 2.5-3x longer than these 1-D loops (LeNet pool1 and CIFAR-10 quick
+# pool1, one thread).  The arrays must be C-contiguous (blob storage is).
 @njit(cache=True, parallel=True)
 def max_pool_backward(top_diff, mask, geom, out_bottom_diff):
     """Scatter ``top_diff (N, C, OH, OW)`` to the argmax pixels; ``out_bottom_diff`` is zeroed
     here first, and windows sharing an argmax accumulate (``+=``)."""
     N = out_bottom_diff.shape[0]
     C = out_bottom_diff.shape[1]
-    W = geom[P_W]
-    OH = geom[P_OH]
-    OW = geom[P_OW]
+    HW = geom[P_H] * geom[P_W]
+    PP = geom[P_OH] * geom[P_OW]
+    bottom_planes = out_bottom_diff.reshape(N * C, HW)
+    top_planes = top_diff.reshape(N * C, PP)
+    mask_planes = mask.reshape(N * C, PP)
+    zero = np.float32(0.0)
     for p in prange(N * C):
-        n = p // C
-        c = p - n * C
-        bc = out_bottom_diff[n, c]
-        bc[:] = np.float32(0.0)
-        tc = top_diff[n, c]
-        mc = mask[n, c]
-        for oh in range(OH):
-            trow = tc[oh]
-            mrow = mc[oh]
-            for ow in range(OW):
-                idx = mrow[_U(ow)]
-                if idx >= 0:  # -1: empty window, nothing to route to
-                    h = idx // W
-                    bc[_U(h), _U(idx - h * W)] += trow[_U(ow)]
+        bc = bottom_planes[p]
+        tc = top_planes[p]
+        mc = mask_planes[p]
+        for i in range(_U(0), _U(HW)):
+            bc[i] = zero
+        for q in range(_U(0), _U(PP)):
+            idx = mc[q]
+            if idx >= 0:  # -1: empty window, nothing to route to
+                bc[_U(idx)] += tc[q]
 
 
 # error_model="numpy": with no padding and stride > kernel Caffe can produce a window that lies
@@ -212,11 +213,14 @@ def ave_pool_backward(top_diff, geom, out_bottom_diff):
     pw = geom[P_PW]
     OH = geom[P_OH]
     OW = geom[P_OW]
+    planes = out_bottom_diff.reshape(N * C, H * W)
     for p in prange(N * C):
         n = p // C
         c = p - n * C
+        flat = planes[p]
+        for i in range(_U(0), _U(H * W)):  # see max_pool_backward: faster than bc[:] = 0
+            flat[i] = np.float32(0.0)
         bc = out_bottom_diff[n, c]
-        bc[:] = np.float32(0.0)
         tc = top_diff[n, c]
         for oh in range(OH):
             hstart = oh * sh - ph

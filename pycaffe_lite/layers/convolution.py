@@ -1,11 +1,32 @@
 """Convolution (2-d spatial), as one GEMM per group over the whole batch."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..kernels.im2col import col2im_batch, conv_out_size, im2col_batch, make_geom
-from ..layer import Layer
+from ..layer import TRAIN, Layer
 from ..registry import register_layer
+
+
+class _Workspace(threading.local):
+    """Scratch arrays shared by the layers of every net in a thread: layers run one at a time,
+    so one buffer per slot, as large as the largest request, serves them all."""
+
+    def __init__(self) -> None:
+        self.slots: dict[int, np.ndarray] = {}
+
+
+_WORKSPACE = _Workspace()
+
+
+def workspace(slot: int, n: int) -> np.ndarray:
+    """A float32 scratch vector of ``n`` elements, valid until the next request for ``slot``."""
+    buf = _WORKSPACE.slots.get(slot)
+    if buf is None or buf.size < n:
+        buf = _WORKSPACE.slots[slot] = np.empty(n, np.float32)
+    return buf[:n]
 
 
 def spatial_param(p, name: str, default: int, desc: str, layer: Layer) -> tuple[int, int]:
@@ -152,13 +173,21 @@ class ConvolutionLayer(Layer):
         if key != self._key:
             self._key = key
             self.geom = make_geom(C, H, W, self.kh, self.kw, self.sh, self.sw, self.ph, self.pw, self.dh, self.dw)
-            K = C * self.kh * self.kw
-            P = OH * OW
-            self.col = np.empty((K, N * P), np.float32)
-            self.col_diff = np.empty((K, N * P), np.float32)
-            self.out = np.empty((self.num_output, N * P), np.float32)
-            self.out_diff = np.empty((self.num_output, N * P), np.float32)
-            self.P = P
+            self.P = OH * OW
+            self.K = C * self.kh * self.kw
+            # TRAIN keeps forward's columns for the weight gradient; TEST borrows a shared buffer
+            # (backward, if it ever runs, rebuilds them).  Forward's GEMM output and backward's
+            # top diff in GEMM layout are transient, so every layer borrows that buffer too.
+            self.col = np.empty((self.K, N * self.P), np.float32) if self.phase == TRAIN else None
+            self._col_valid = False  # does col hold im2col(bottom[0].data)?
+
+    def _columns(self, N: int) -> np.ndarray:
+        if self.col is not None:
+            return self.col
+        return workspace(1, self.K * N * self.P).reshape(self.K, N * self.P)
+
+    def _gemm_out(self, N: int) -> np.ndarray:
+        return workspace(0, self.num_output * N * self.P).reshape(self.num_output, N * self.P)
 
     def _weights2d(self, arr: np.ndarray) -> np.ndarray:
         return arr.reshape(self.num_output, -1)
@@ -166,46 +195,51 @@ class ConvolutionLayer(Layer):
     def forward(self, bottom, top) -> None:
         N = bottom[0].shape[0]
         G = self.group
-        Kg = self.col.shape[0] // G
+        Kg = self.K // G
         Og = self.num_output // G
         W2 = self._weights2d(self.blobs[0].data)
         if self.connection_mask is not None:
             W2 = np.multiply(W2, self._mask2d, out=self._masked_w)
+        col, out = self._columns(N), self._gemm_out(N)
         for b, t in zip(bottom, top):
-            im2col_batch(b.data, self.geom, self.col)
+            im2col_batch(b.data, self.geom, col)
             for g in range(G):
-                np.matmul(W2[g * Og:(g + 1) * Og], self.col[g * Kg:(g + 1) * Kg], out=self.out[g * Og:(g + 1) * Og])
+                np.matmul(W2[g * Og:(g + 1) * Og], col[g * Kg:(g + 1) * Kg], out=out[g * Og:(g + 1) * Og])
             y = t.data.reshape(N, self.num_output, self.P)
-            np.copyto(y, self.out.reshape(self.num_output, N, self.P).transpose(1, 0, 2))
+            np.copyto(y, out.reshape(self.num_output, N, self.P).transpose(1, 0, 2))
             if self.bias_term:
                 y += self.blobs[1].data[None, :, None]
+        self._col_valid = len(bottom) == 1 and self.col is not None
 
     def backward(self, top, propagate_down, bottom) -> None:
         N = bottom[0].shape[0]
         G = self.group
-        Kg = self.col.shape[0] // G
+        Kg = self.K // G
         Og = self.num_output // G
         W2 = self._weights2d(self.blobs[0].data)
         if self.connection_mask is not None:
             W2 = np.multiply(W2, self._mask2d, out=self._masked_w)
         dW2 = self._weights2d(self.blobs[0].diff)
+        col, top_diff = self._columns(N), self._gemm_out(N)
         for i, (t, b) in enumerate(zip(top, bottom)):
-            dy = t.diff.reshape(N, self.num_output, self.P)
-            np.copyto(self.out_diff.reshape(self.num_output, N, self.P), dy.transpose(1, 0, 2))
+            np.copyto(top_diff.reshape(self.num_output, N, self.P),
+                      t.diff.reshape(N, self.num_output, self.P).transpose(1, 0, 2))
             if self.bias_term and self.param_propagate_down[1]:
-                self.blobs[1].diff += self.out_diff.sum(axis=1)
+                self.blobs[1].diff += top_diff.sum(axis=1)
             if self.param_propagate_down[0]:
-                if len(bottom) > 1:  # with one bottom the forward's col is still this bottom's
-                    im2col_batch(b.data, self.geom, self.col)
+                if not self._col_valid:  # forward's columns are gone (TEST, several bottoms, spent)
+                    im2col_batch(b.data, self.geom, col)
                 if self.connection_mask is not None:  # G == 1
-                    np.matmul(self.out_diff, self.col.T, out=self._masked_dw)
+                    np.matmul(top_diff, col.T, out=self._masked_dw)
                     self._masked_dw *= self._mask2d
                     dW2 += self._masked_dw
                 else:
                     for g in range(G):
-                        dW2[g * Og:(g + 1) * Og] += self.out_diff[g * Og:(g + 1) * Og] @ self.col[g * Kg:(g + 1) * Kg].T
+                        dW2[g * Og:(g + 1) * Og] += top_diff[g * Og:(g + 1) * Og] @ col[g * Kg:(g + 1) * Kg].T
             if propagate_down[i]:
+                # The columns are spent once dW has them: their buffer takes W^T dy.
+                self._col_valid = False
                 for g in range(G):
-                    np.matmul(W2[g * Og:(g + 1) * Og].T, self.out_diff[g * Og:(g + 1) * Og],
-                              out=self.col_diff[g * Kg:(g + 1) * Kg])
-                col2im_batch(self.col_diff, self.geom, b.diff)
+                    np.matmul(W2[g * Og:(g + 1) * Og].T, top_diff[g * Og:(g + 1) * Og],
+                              out=col[g * Kg:(g + 1) * Kg])
+                col2im_batch(col, self.geom, b.diff)

@@ -77,6 +77,14 @@ class DeconvolutionLayer(Layer):
         p = self.layer_param.convolution_param
         if not p.HasField("num_output") or p.num_output < 1:
             raise self.config_error("convolution_param.num_output must be given and > 0")
+        if p.connection:
+            # the table (LeNet-5's C3) is defined for Convolution's (out, in) filters only; a
+            # transposed table would silently mean something else, so refuse it
+            raise self.config_error(
+                f"convolution_param.connection ({len(p.connection) // 2} pairs) is a Convolution-only "
+                "extension (a connection table); Deconvolution does not support it: remove it, or use group "
+                "for block-diagonal connections"
+            )
         if bottom[0].num_axes != 4:
             raise self.shape_error(
                 f"bottom '{bottom[0].name}' has shape {bottom[0].shape}; 2-d deconvolution needs (N, C, H, W)"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..blob import Blob
+from ..kernels.neuron import relu_backward, relu_forward
 from ..layer import TRAIN, Layer
 from ..registry import register_layer
 from ..rng import get_rng
@@ -50,39 +51,17 @@ class ReLULayer(NeuronLayer):
 
     def setup(self, bottom, top) -> None:
         self.negative_slope = float(self.layer_param.relu_param.negative_slope)
-        self._mask: np.ndarray | None = None
-        self._buf: np.ndarray | None = None
-
-    def reshape(self, bottom, top) -> None:
-        super().reshape(bottom, top)
-        self._mask = _scratch(self._mask, bottom[0].shape, np.bool_)
-        if self.negative_slope != 0:
-            self._buf = _scratch(self._buf, bottom[0].shape)
 
     def forward(self, bottom, top) -> None:
-        x, y = bottom[0].data, top[0].data
-        if self.negative_slope == 0:
-            np.maximum(x, 0, out=y)
-            return
-        neg = np.minimum(x, 0, out=self._buf)  # before y overwrites x in place
-        np.maximum(x, 0, out=y)
-        neg *= self.negative_slope
-        y += neg
+        relu_forward(bottom[0].data.reshape(-1), self.negative_slope, top[0].data.reshape(-1))
 
     def backward(self, top, propagate_down, bottom) -> None:
         if not propagate_down[0]:
             return
         # Caffe's rule reads the bottom data; in place that is the top data, and
         # y > 0 exactly where x > 0 (for negative_slope >= 0).
-        positive = np.greater(bottom[0].data, 0, out=self._mask)
-        dy, dx = top[0].diff, bottom[0].diff
-        if self.negative_slope == 0:
-            np.multiply(dy, positive, out=dx)
-            return
-        factor = self._buf
-        factor.fill(self.negative_slope)
-        np.copyto(factor, 1.0, where=positive)
-        np.multiply(dy, factor, out=dx)
+        relu_backward(bottom[0].data.reshape(-1), top[0].diff.reshape(-1), self.negative_slope,
+                      bottom[0].diff.reshape(-1))
 
 
 @register_layer("Sigmoid", v1="SIGMOID")

@@ -118,6 +118,10 @@ class RecurrentLayer(Layer):
         self.init_param_blobs(shapes, fillers)
         self._state = None  # the carried state (num_states, N, H) when not exposed
         self._bufs: dict[str, np.ndarray] = {}
+        #: when set to a (T, N, H) float32 array, the backward writes dL/dh_t (the hidden state's
+        #: whole gradient: from the top and through the recurrence) into it, step by step
+        #: (pycaffe_lite/gradnorm.py); None on the normal path, which it does not slow.
+        self.record_hidden_diff: np.ndarray | None = None
 
     def check_extension_fields(self, param) -> None:
         """Refuse extension fields the cell type has no use for."""
@@ -372,7 +376,10 @@ class RNNLayer(RecurrentLayer):
         cont = bottom[1].data[:, :, None]
         w_hh = self.blobs[self.i_hh].data
         dh, dhc = dstate[0], _buffer(self._bufs, "dhc", (N, H))
+        record = self.record_hidden_diff
         for t in range(T - 1, -1, -1):
+            if record is not None:
+                np.add(da[t], dh, out=record[t])
             K.rnn_step_backward(h[t], dh, self.sigmoid, da[t])
             np.matmul(da[t], w_hh, out=dhc)
             np.multiply(dhc, cont[t], out=dh)
@@ -458,9 +465,12 @@ class LSTMLayer(RecurrentLayer):
         act, c, cont, top_diff = self._bufs["gates"], self._bufs["c"], bottom[1].data, top[0].diff
         w_hc, peep = self.blobs[self.i_hc].data, self.peep()
         dhc = _buffer(self._bufs, "dhc", (N, H))
+        record = self.record_hidden_diff
         for t in range(T - 1, -1, -1):
             c_prev = self._state0[1] if t == 0 else c[t - 1]
             K.lstm_step_backward(act[t], c[t], c_prev, cont[t], peep, top_diff[t], dstate, dgates[t], dpeep)
+            if record is not None:
+                record[t] = dstate[0]
             np.matmul(dgates[t], w_hc, out=dhc)
             np.multiply(dhc, cont[t][:, None], out=dstate[0])
         self.accumulate(self.i_hc, dgates.reshape(T * N, 4 * H), self._bufs["hc"].reshape(T * N, H))
@@ -527,8 +537,11 @@ class GRULayer(RecurrentLayer):
         dh = dstate[0]
         dzr = _buffer(self._bufs, "dzr", (N, 2 * H))
         dac, dhp, drh, dhp_gates = (_buffer(self._bufs, name, (N, H)) for name in ("dac", "dhp", "drh", "dhpg"))
+        record = self.record_hidden_diff
         for t in range(T - 1, -1, -1):
             K.gru_step_backward_output(act[t], hc[t], top_diff[t], dh, dzr, dac, dhp)
+            if record is not None:
+                record[t] = dh
             np.matmul(dac, w_c, out=drh)
             K.gru_step_backward_reset(act[t], hc[t], drh, dzr, dhp)
             np.matmul(dzr, w_zr, out=dhp_gates)

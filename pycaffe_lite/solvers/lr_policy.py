@@ -14,7 +14,14 @@ inv        ``base_lr * (1 + gamma * iter) ^ (-power)``
 multistep  ``base_lr * gamma ^ (number of stepvalues passed)``
 poly       ``base_lr * (1 - iter / max_iter) ^ power``
 sigmoid    ``base_lr / (1 + exp(-gamma * (iter - stepsize)))``
+plateau    ``max(base_lr / plateau_factor ^ current_step, plateau_min_lr)`` (extension)
 ========== =====================================================
+
+``plateau`` is driven by test results, not by ``iter``: the solver's
+:class:`~pycaffe_lite.solvers.plateau.PlateauMonitor` raises ``current_step`` (the number of
+reductions so far) when the watched test output has not improved for ``plateau_patience`` tests.
+``plateau_factor`` divides (2 or 5 in the usual advice; 10 by default, i.e. Caffe's common
+``gamma: 0.1``).
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import difflib
 import math
 
 from ..errors import SolverConfigError
-from ..log import logger
+from ..log import cfmt, logger
 from ..registry import LR_POLICIES, register_lr_policy
 
 __all__ = ["LR_POLICIES", "learning_rate"]
@@ -86,6 +93,15 @@ def sigmoid(p, it: int, current_step: int):
     z = -p.gamma * (it - p.stepsize)
     # exp overflows a double above ~709; the rate is 0 to double precision long before.
     return (p.base_lr / (1.0 + math.exp(z)) if z < 700 else 0.0), current_step
+
+
+@register_lr_policy("plateau")
+def plateau(p, it: int, current_step: int):
+    _need(p.plateau_factor > 1, "plateau", "plateau_factor > 1 (the rate is divided by it)", cfmt(p.plateau_factor))
+    _need(p.plateau_min_lr >= 0, "plateau", "plateau_min_lr >= 0", cfmt(p.plateau_min_lr))
+    _need(p.plateau_patience >= 1, "plateau", "plateau_patience >= 1 (tests without improvement)",
+          p.plateau_patience)
+    return max(p.base_lr / float(p.plateau_factor) ** current_step, float(p.plateau_min_lr)), current_step
 
 
 def learning_rate(param, it: int, current_step: int, where: str = ""):

@@ -31,6 +31,16 @@ random stream and data order then differ from an uninterrupted run.  Every file 
 atomically (temp file in the same folder, then ``os.replace``); the sidecar is written before
 the solverstate and carries ``iter``, so a crash in between cannot pair mismatched files.
 
+Plateau, early stopping, best snapshot
+--------------------------------------
+``lr_policy: "plateau"``, ``early_stopping_patience`` and ``plateau_output`` (extension fields)
+watch one test net output through a :class:`~pycaffe_lite.solvers.plateau.PlateauMonitor`:
+the rate is divided when the output stalls, training stops early when it stalls for long
+(:attr:`early_stopped`; ``solve`` then finishes as at ``max_iter``), each new best is written to
+``<prefix>_best.caffemodel`` and the end of :meth:`solve` logs
+``Best <output> = X at iteration I (snapshot: ...)``.  The monitor's state goes into the
+SolverState's ``plateau_state`` extension.
+
 Interrupts
 ----------
 Inside :meth:`solve` (main thread), the first Ctrl-C asks the solver to stop after the
@@ -59,6 +69,7 @@ from ..io.prototxt import upgrade_solver_type
 from ..kernels import solver_updates as K
 from ..log import cfmt, logger
 from .lr_policy import learning_rate
+from .plateau import PlateauMonitor, is_active
 
 TRAIN, TEST = 0, 1
 
@@ -132,7 +143,8 @@ class Solver:
     ----------
     net, test_nets, param, filename, iter, current_step, smoothed_loss, history (list of
     Blob: one per learnable parameter per history set), callbacks (objects with optional
-    ``on_start()`` / ``on_gradients_ready()``), progress, last_snapshot, interrupted.
+    ``on_start()`` / ``on_gradients_ready()``), progress, last_snapshot, interrupted,
+    monitor (a PlateauMonitor or None), early_stopped.
     """
 
     type: str = ""
@@ -158,6 +170,8 @@ class Solver:
             set_random_seed(self.param.random_seed)
         self.net = train_net if train_net is not None else self._init_train_net()
         self.test_nets: list = self._init_test_nets()
+        self.monitor = PlateauMonitor(self.param, self.test_nets, self._err) if is_active(self.param) else None
+        self.early_stopped = False
         for w in self._weights_files():
             logger.info("Copying weights from %s", w)
             for n in [self.net, *self.test_nets]:
@@ -339,7 +353,7 @@ class Solver:
             if (p.test_interval and self.iter % p.test_interval == 0
                     and (self.iter > 0 or p.test_initialization)):
                 self.test_all()
-                if self._stop_requested:
+                if self._stop_requested or self.early_stopped:
                     break
             for cb in self.callbacks:
                 getattr(cb, "on_start", _noop)()
@@ -380,7 +394,7 @@ class Solver:
         logger.info("Solving %s", self.net.name)
         logger.info("Learning Rate Policy: %s", p.lr_policy)
         self._stop_requested = self._abort = self._in_update = False
-        self.interrupted = False
+        self.interrupted = self.early_stopped = False
         if resume_file:
             logger.info("Restoring previous solver status from %s", os.fspath(resume_file))
             self.restore(resume_file)
@@ -399,6 +413,10 @@ class Solver:
                 self.snapshot()
             logger.info("Optimization stopped early.")
             return
+        if self.early_stopped:
+            m = self.monitor
+            logger.info("Early stopping at iteration %d: %s has not improved for %d tests (best %s at iteration %d)",
+                        self.iter, m.output, m.tests_since_best, cfmt(m.best), m.best_iter)
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             if self.snapshot_prefix is None:
                 logger.warning("snapshot_prefix is not set: no snapshot after training")
@@ -409,8 +427,10 @@ class Solver:
             loss = _forward_loss(self.net)
             self._update_smoothed_loss(np.float32(loss), start_iter, p.average_loss)
             logger.info("Iteration %d, loss = %s", self.iter, cfmt(self.smoothed_loss))
-        if p.test_interval and self.iter % p.test_interval == 0:
+        if p.test_interval and self.iter % p.test_interval == 0 and not self.early_stopped:
             self.test_all()
+        if self.monitor is not None and self.monitor.best is not None:
+            logger.info("%s", self.monitor.describe_best())
         logger.info("Optimization Done.")
 
     def request_stop(self) -> None:
@@ -517,7 +537,41 @@ class Solver:
         self._log_outputs(net, "Test", means)
         out = {name: (float(m[0]) if m.size == 1 else m) for name, m in zip(net.outputs, means)}
         self.test_scores[test_net_id] = out
+        if self.monitor is not None and test_net_id == self.monitor.net_id:
+            self._watch(out[self.monitor.output])
         return out
+
+    def _watch(self, value: float) -> None:
+        """Give the monitor this test's value; divide the rate, snapshot the best or stop as it says."""
+        m = self.monitor
+        rate, _ = learning_rate(self.param, self.iter, self.current_step, self.where)
+        d = m.update(value, self.iter, rate)
+        if not d.counted:
+            logger.debug("Iteration %d was tested before (resumed run): %s not counted again", self.iter, m.output)
+            return
+        if d.improved:
+            path = self._snapshot_best()
+            logger.info("New best %s = %s at iteration %d%s", m.output, cfmt(value), self.iter,
+                        f"; wrote {path}" if path else "")
+            return
+        if d.reduce:
+            self.current_step += 1
+            new_rate, _ = learning_rate(self.param, self.iter, self.current_step, self.where)
+            logger.info("Plateau: %s has not improved for %d tests (best %s at iteration %d): lr %s -> %s",
+                        m.output, m.patience, cfmt(m.best), m.best_iter, cfmt(rate), cfmt(new_rate))
+        if d.stop:
+            self.early_stopped = True
+
+    def _snapshot_best(self) -> str | None:
+        """Write the weights just tested to ``<prefix>_best.caffemodel`` (atomically) if wanted."""
+        from ..io.caffemodel import write_caffemodel
+
+        if not self.param.snapshot_best or self.snapshot_prefix is None:
+            return None
+        path = f"{self.snapshot_prefix}_best.caffemodel"
+        write_caffemodel(self.net.to_proto(), path)
+        self.monitor.best_snapshot = path
+        return path
 
     def _share_trained_layers(self, test_net) -> None:
         """Point the test net's parameter blobs at the train net's (Caffe's ShareTrainedLayersWith)."""
@@ -624,6 +678,8 @@ class Solver:
         for h in self.history:
             h.to_proto(state.history.add())
         _save_layer_states(self.net, state)
+        if self.monitor is not None:
+            self.monitor.to_proto(state.plateau_state)
         logger.info("Snapshotting solver state to binary proto file %s", state_path)
         atomic_write_bytes(json.dumps(self._sidecar()).encode(), state_path + SIDECAR_SUFFIX)
         atomic_write_bytes(state.SerializeToString(), state_path)
@@ -675,6 +731,12 @@ class Solver:
         if state.learned_net:
             self.net.copy_from(self._find_learned_net(state.learned_net, path))
         _restore_layer_states(self.net, state, path)
+        if self.monitor is not None:
+            if state.HasField("plateau_state"):
+                self.monitor.from_proto(state.plateau_state)
+            else:
+                logger.warning("%s holds no plateau state (written without plateau_output / early stopping): "
+                               "the best %s is forgotten and counting starts afresh", path, self.monitor.output)
         self.iter = state.iter
         self.current_step = state.current_step
         self._restore_sidecar(path + SIDECAR_SUFFIX, state.iter)

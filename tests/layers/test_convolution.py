@@ -119,3 +119,39 @@ def test_weights_of_another_4d_layout_are_refused():
     lp.blobs[1].data.extend([0.0] * 2)
     with pytest.raises(ShapeError, match=r"parameter blob 0 has shape \(3, 2, 3, 3\) but the layer expects \(2, 3, 3, 3\)"):
         ConvolutionLayer(lp).set_up([blob((1, 3, 4, 4))], [Blob()])
+
+
+def _grads(layer, x, top, seed=1):
+    """(dW, db, dx) of one backward with a fixed top diff; parameter diffs zeroed first."""
+    top.diff[...] = np.random.default_rng(seed).normal(size=top.shape)
+    for p in layer.blobs:
+        p.diff[...] = 0
+    layer.run_backward([top], [True], [x])
+    return [p.diff.copy() for p in layer.blobs] + [x.diff.copy()]
+
+
+@pytest.mark.parametrize("phase", [caffe_pb2.TRAIN, caffe_pb2.TEST])
+def test_backward_twice_and_in_either_phase_gives_the_same_gradients(phase):
+    # Backward reuses forward's columns for dW, then overwrites them with W^T dy; a second
+    # backward (or a TEST-phase layer, whose columns live in a shared buffer) must rebuild them.
+    text = "convolution_param { num_output: 3 kernel_size: 3 pad: 1 weight_filler { type: 'gaussian' } }"
+    ref = make(text)
+    x, top = blob((2, 2, 5, 4)), Blob()
+    ref.set_up([x], [top])
+    ref.run_forward([x], [top])
+    expected = _grads(ref, x, top)
+    layer = make(f"phase: {phase} " + text)
+    layer.set_up([x], [Blob()])
+    layer.blobs[0].data[...] = ref.blobs[0].data
+    top2 = Blob()
+    layer.reshape([x], [top2])
+    layer.run_forward([x], [top2])
+    # another layer's forward in between uses the shared scratch buffers
+    other, other_top = make(f"phase: {phase} convolution_param {{ num_output: 5 kernel_size: 2 }}"), Blob()
+    big = blob((3, 2, 9, 9), seed=2)
+    other.set_up([big], [other_top])
+    other.run_forward([big], [other_top])
+    for _ in range(2):
+        got = _grads(layer, x, top2)
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)

@@ -160,3 +160,9 @@ def test_errors():
     with pytest.raises(ShapeError, match=r"set up for \(N, 2, H, W\)"):
         forward(layer, bottom, top)
     assert LAYERS.get("DECONVOLUTION") is type(layer)
+
+
+def test_refuses_the_connection_table():
+    with pytest.raises(NetConfigError, match=r"layer 'up' \(Deconvolution\): convolution_param.connection "
+                       r"\(2 pairs\) is a Convolution-only extension.*remove it, or use group"):
+        setup_layer(deconv("num_output: 2 kernel_size: 1 connection: [0, 0, 1, 1]"), [(1, 2, 3, 3)])
