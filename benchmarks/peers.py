@@ -41,6 +41,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's pycaffe_lite, in the workers too
 SECTIONS = ("train", "layers", "deploy", "scaling", "threads", "memory", "startup")
 CAFFENET = os.path.join(ROOT, "tests", "conformance", "zoo", "caffenet_deploy.prototxt")
 LENET_SOLVER = os.path.join(ROOT, "models", "lenet", "lenet_solver.prototxt")
@@ -348,7 +349,7 @@ def worker_main(kind: str) -> int:
             break
         try:
             reply = getattr(w, op)(**req)
-        except Exception as e:  # report to the driver, which names the case
+        except Exception as e:  # noqa: BLE001  (reported to the driver, which names the case)
             reply = {"error": f"{type(e).__name__}: {e}"}
         out.write(json.dumps(reply) + "\n")
         out.flush()
@@ -466,8 +467,8 @@ def section_train(b: Bench, out: list) -> None:
 def section_layers(b: Bench, out: list) -> None:
     a = b.args
     out += ["### Per layer (forward and backward separately)", "",
-            "Caffe is not installed here; issue 5 quotes BVLC Caffe at 32-36 ms (AVX-512 OpenBLAS) and "
-            "66-69 ms (Debian OpenBLAS) per LeNet forward-backward, so PyTorch is the better peer.", "",
+            ("Caffe is not installed here; issue 5 quotes BVLC Caffe at 32-36 ms (AVX-512 OpenBLAS) and "
+             "66-69 ms (Debian OpenBLAS) per LeNet forward-backward, so PyTorch is the better peer."), "",
             "| net (batch) | layer | pass | pycaffe_lite ms | PyTorch ms | ours/PyTorch | goal <= 1.2 |",
             "|:--|:--|:--|---:|---:|---:|:--|"]
     for net, batch in (("lenet", a.batch), ("cifar10_quick", a.cifar_batch)):
@@ -491,8 +492,8 @@ def section_deploy(b: Bench, out: list) -> None:
     out += ["### CaffeNet deploy forward (random weights)", "",
             "| batch | threads | pycaffe_lite ms | images/s | PyTorch ms | ours/PyTorch | goal <= 1.2 |",
             "|---:|---:|---:|---:|---:|---:|:--|",
-            f"| {a.deploy_batch} | {a.threads} | {_f(ours, '{:.1f}')} | {_f(ips, '{:.0f}')} | {_f(peer, '{:.1f}')} | "
-            f"{_f(ratio)} | {_verdict(ratio, 1.2)} |", ""]
+            (f"| {a.deploy_batch} | {a.threads} | {_f(ours, '{:.1f}')} | {_f(ips, '{:.0f}')} | "
+             f"{_f(peer, '{:.1f}')} | {_f(ratio)} | {_verdict(ratio, 1.2)} |"), ""]
 
 
 def section_scaling(b: Bench, out: list) -> None:
@@ -516,9 +517,9 @@ def section_threads(b: Bench, out: list) -> None:
     out += ["### Threads: 1 vs 2", "",
             "| case | pycaffe_lite 1 thr ms | 2 thr ms | speed-up | PyTorch 1 thr ms | 2 thr ms | speed-up | goal >= 1.6 |",
             "|:--|---:|---:|---:|---:|---:|---:|:--|"]
-    cases = [("LeNet train, batch %d" % a.batch, "lenet", a.batch, "train", "train"),
-             ("CIFAR-10 quick train, batch %d" % a.cifar_batch, "cifar10_quick", a.cifar_batch, "train", "train"),
-             ("CaffeNet forward, batch %d" % a.deploy_batch, "caffenet", a.deploy_batch, "deploy", "forward")]
+    cases = [(f"LeNet train, batch {a.batch}", "lenet", a.batch, "train", "train"),
+             (f"CIFAR-10 quick train, batch {a.cifar_batch}", "cifar10_quick", a.cifar_batch, "train", "train"),
+             (f"CaffeNet forward, batch {a.deploy_batch}", "caffenet", a.deploy_batch, "deploy", "forward")]
     for label, net, batch, mode, what in cases:
         o1, p1, _ = b.measure(net, batch, mode, what, 1)
         o2, p2, _ = b.measure(net, batch, mode, what, 2)
@@ -530,6 +531,28 @@ def section_threads(b: Bench, out: list) -> None:
 
 
 # ---------------------------------------------------------------------------- memory
+def _lenet_solver_param(max_iter: int, batch_size: int | None = None):
+    """models/lenet's solver, no snapshots or display; its Data layers' batch size changed if given.
+    The test net runs as in `plite train` (at iteration 0 and every test_interval)."""
+    from pycaffe_lite.io.prototxt import read_net
+    from pycaffe_lite.solvers.solver import load_solver_param
+
+    param, _ = load_solver_param(LENET_SOLVER)
+    net = read_net(LENET_TRAIN_TEST).param
+    for lp in net.layer:
+        if lp.type == "Data" and batch_size:
+            lp.data_param.batch_size = batch_size
+    param.ClearField("net")
+    param.net_param.CopyFrom(net)
+    param.display = 0
+    param.snapshot = 0
+    param.max_iter = max_iter
+    if batch_size:
+        del param.test_iter[:]
+        param.test_iter.append(1)
+    return param
+
+
 def memory_main(iters: list[int]) -> int:
     """Train LeNet (models/lenet, the bundled MNIST LMDB) and report RSS; prints one JSON line."""
     import gc
@@ -539,24 +562,20 @@ def memory_main(iters: list[int]) -> int:
 
     os.chdir(ROOT)
     import pycaffe_lite
-    from pycaffe_lite.solvers.solver import load_solver_param
 
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
     rss_import = _rss_mb()
-    # Load (or compile) every kernel LeNet uses on a throwaway batch-1 copy, so that the baseline
-    # holds Python, NumPy, Numba and the kernels but no LeNet-sized arrays.
-    warm = pycaffe_lite.SGDSolver(SGD_SOLVER, train_net=pycaffe_lite.Net(lenet(1), phase=pycaffe_lite.TRAIN))
+    # Load (or compile) every kernel and code path LeNet's training uses (Data, Accuracy, the test
+    # net) on a throwaway copy with batch size 1, so that the baseline holds Python, NumPy, Numba
+    # and the kernels but no LeNet-sized arrays.
+    warm = pycaffe_lite.SGDSolver(_lenet_solver_param(max(iters), batch_size=1))
     warm.step(2)
     del warm
     gc.collect()
     baseline = _rss_mb()
     with open("/proc/self/clear_refs", "w") as f:  # restart the peak (VmHWM) from here
         f.write("5")
-    param, _ = load_solver_param(LENET_SOLVER)
-    param.display = 0
-    param.snapshot = 0  # the test net runs as in `plite train` (at iteration 0 and every test_interval)
-    param.max_iter = max(iters)
-    solver = pycaffe_lite.SGDSolver(param)
+    solver = pycaffe_lite.SGDSolver(_lenet_solver_param(max(iters)))
     nets = [solver.net, *solver.test_nets]
     seen: set[int] = set()
     need = 0
@@ -594,7 +613,7 @@ def section_memory(b: Bench | None, out: list, args) -> None:
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", "memory",
                         "--memory-iters", ",".join(map(str, iters))],
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=ROOT, check=False)
     if r.returncode != 0:
         out += ["### Memory", "", f"memory run failed: {r.stderr.strip().splitlines()[-1:]}", ""]
         return
@@ -604,16 +623,16 @@ def section_memory(b: Bench | None, out: list, args) -> None:
     at = {int(k): v for k, v in m["rss_at"].items()}
     lo, hi = min(at), max(at)
     out += ["### Memory (training LeNet, batch 64, models/lenet with the bundled MNIST LMDB)", "",
-            "Baseline: RSS once Python, NumPy, Numba and the kernels are loaded (no LeNet arrays); "
-            "growth: peak RSS during training (with its tests) minus the baseline; needed: blobs (data "
-            "and diff of the train net, data of the test net), weights and their gradients, SGD history, "
-            "plus the decoded data set held in memory.", "",
-            "| baseline MB | peak MB | growth MB | needed MB (net + data set) | growth/needed | goal <= 1.5 | "
-            f"RSS at {lo} it MB | at {hi} it MB | drift MB |",
+            ("Baseline: RSS once Python, NumPy, Numba and the kernels are loaded (no LeNet arrays); "
+             "growth: peak RSS during training (with its tests) minus the baseline; needed: blobs (data "
+             "and diff of the train net, data of the test net), weights and their gradients, SGD history, "
+             "plus the decoded data set held in memory."), "",
+            ("| baseline MB | peak MB | growth MB | needed MB (net + data set) | growth/needed | goal <= 1.5 | "
+             f"RSS at {lo} it MB | at {hi} it MB | drift MB |"),
             "|---:|---:|---:|---:|---:|:--|---:|---:|---:|",
-            f"| {m['baseline']:.1f} | {m['peak']:.1f} | {growth:.1f} | {need:.1f} ({m['need']:.1f} + "
-            f"{m['dataset']:.1f}) | {growth / need:.2f} | {_verdict(growth / need, 1.5)} | {at[lo]:.1f} | "
-            f"{at[hi]:.1f} | {at[hi] - at[lo]:+.1f} |", "",
+            (f"| {m['baseline']:.1f} | {m['peak']:.1f} | {growth:.1f} | {need:.1f} ({m['need']:.1f} + "
+             f"{m['dataset']:.1f}) | {growth / need:.2f} | {_verdict(growth / need, 1.5)} | {at[lo]:.1f} | "
+             f"{at[hi]:.1f} | {at[hi] - at[lo]:+.1f} |"), "",
             f"({hi} iterations in {time.perf_counter() - t0:.0f} s, whole process.)", ""]
 
 
@@ -667,7 +686,7 @@ def section_startup(b: Bench | None, out: list, args) -> None:
     cached_runs = [_first_iteration(plite, env) for _ in range(2 if args.quick else 3)]  # the first may write the cache
     cached = statistics.median(r[0] for r in cached_runs[1:])
     cold_env = dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="cold_", dir=tmp))
-    cold, cold_total, _ = _first_iteration(plite, cold_env)
+    cold, _, _ = _first_iteration(plite, cold_env)
     probe_env = dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="probe_", dir=tmp))
     _, _, err = _first_iteration([sys.executable, "-c", _PROBE, str(time.time()), *plite[3:]], probe_env)
     compile_s = {}
@@ -680,8 +699,8 @@ def section_startup(b: Bench | None, out: list, args) -> None:
             "| kernels | seconds to `Iteration 0` | goal |", "|:--|---:|:--|",
             f"| cached | {cached:.2f} | < 2 s: {'yes' if cached < 2 else 'no'} |",
             f"| cold (empty NUMBA_CACHE_DIR) | {cold:.2f} | < 30 s: {'yes' if cold < 30 else 'no'} |", "",
-            f"Compile time by kernel, cold (total {total:.1f} s over {len(top)} functions; "
-            "own time, callees excluded):", "",
+            (f"Compile time by kernel, cold (total {total:.1f} s over {len(top)} functions; "
+             "own time, callees excluded):"), "",
             "| kernel | s |", "|:--|---:|"]
     out += [f"| {name} | {s:.2f} |" for name, s in top[: 6]]
     out.append("")
@@ -700,10 +719,10 @@ def _versions(b: Bench | None) -> list[str]:
     v = dict(b.ours.versions) if b is not None else {}
     if b is not None and b.peer is not None:
         v.update(b.peer.versions)
-    return [f"CPU: {cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}; "
-            f"numpy {v.get('numpy', '?')}, numba {v.get('numba', '?')}, BLAS {v.get('blas', '?')} "
-            f"(core {v.get('blas_core', '?')}); PyTorch {v.get('torch', 'not installed')}; "
-            f"{time.strftime('%Y-%m-%d')}", ""]
+    return [(f"CPU: {cpu}, {os.cpu_count()} logical cores; Python {platform.python_version()}; "
+             f"numpy {v.get('numpy', '?')}, numba {v.get('numba', '?')}, BLAS {v.get('blas', '?')} "
+             f"(core {v.get('blas_core', '?')}); PyTorch {v.get('torch', 'not installed')}; "
+             f"{time.strftime('%Y-%m-%d')}"), ""]
 
 
 def parse_args(argv=None):

@@ -41,13 +41,21 @@ class HiddenGradNorms:
     def T(self) -> int:
         return len(self.norms)
 
+    def first_nonzero_step(self) -> int:
+        """The smallest k with ||dJ/dh_k|| > 0 (earlier steps' gradients underflowed to 0 in
+        float32, or a cont of 0 cut them off); T + 1 when every norm is 0."""
+        nonzero = np.flatnonzero(self.norms > 0)
+        return int(nonzero[0]) + 1 if nonzero.size else self.T + 1
+
     def ratio_per_step(self) -> float:
-        """The geometric mean of ||dJ/dh_k|| / ||dJ/dh_{k+1}|| over k = 1 .. T-1, i.e.
-        (||dJ/dh_1|| / ||dJ/dh_T||)^(1/(T-1)) (nan for T = 1 or a zero norm)."""
-        first, last = float(self.norms[0]), float(self.norms[-1])
-        if self.T < 2 or first <= 0 or last <= 0:
+        """The geometric mean of ||dJ/dh_k|| / ||dJ/dh_{k+1}|| over k = k0 .. T-1, i.e.
+        (||dJ/dh_k0|| / ||dJ/dh_T||)^(1/(T-k0)), k0 = :meth:`first_nonzero_step` (1 unless the
+        gradient underflowed); nan when fewer than two steps have a nonzero gradient."""
+        k0 = self.first_nonzero_step()
+        last = float(self.norms[-1])
+        if k0 >= self.T or last <= 0:
             return math.nan
-        return (first / last) ** (1.0 / (self.T - 1))
+        return (float(self.norms[k0 - 1]) / last) ** (1.0 / (self.T - k0))
 
     def format_table(self) -> str:
         """The printed report: one line per step k = T .. 1, then the mean ratio per step."""
@@ -62,7 +70,12 @@ class HiddenGradNorms:
             v = float(self.norms[k - 1])
             rel = v / last if last > 0 else math.nan
             lines.append(f"{k:>5}  {v:>12.4e}  {rel:>14.4e}")
-        lines.append(f"mean ratio per step (||dJ/dh_1|| / ||dJ/dh_T||)^(1/(T-1)) = {self.ratio_per_step():.4g}")
+        k0 = self.first_nonzero_step()
+        if k0 == 1:
+            lines.append(f"mean ratio per step (||dJ/dh_1|| / ||dJ/dh_T||)^(1/(T-1)) = {self.ratio_per_step():.4g}")
+        else:
+            lines.append(f"||dJ/dh_k|| is 0 for k < {k0} (underflow in float32, or a sequence start)")
+            lines.append(f"mean ratio per step (||dJ/dh_{k0}|| / ||dJ/dh_T||)^(1/(T-{k0})) = {self.ratio_per_step():.4g}")
         return "\n".join(lines)
 
 
@@ -204,10 +217,12 @@ def _plot_pillow(results: list[HiddenGradNorms], out: str) -> None:
         y = top + (hi - math.log10(v)) / (hi - lo) * (H - top - bottom)
         return x, y
 
-    for e in range(lo, hi + 1):  # decade grid lines and labels
+    every = max(1, math.ceil((hi - lo) / 12))  # at most ~12 labelled decades
+    for e in range(lo, hi + 1):  # decade grid lines, labelled every ``every``
         _, y = xy(1, 10.0 ** e)
-        draw.line([(left, y), (W - right, y)], fill=(225, 225, 225))
-        draw.text((5, y - 6), f"1e{e}", fill="black")
+        if (hi - e) % every == 0:
+            draw.line([(left, y), (W - right, y)], fill=(215, 215, 215))
+            draw.text((5, y - 6), f"1e{e}", fill="black")
     step = max(1, round(T / 10))
     for k in [*range(1, T + 1, step), T]:
         x, _ = xy(k, 10.0 ** hi)

@@ -13,7 +13,8 @@ SCRIPT = os.path.join(ROOT, "benchmarks", "peers.py")
 
 
 def _run(*args: str) -> str:
-    r = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -64,6 +65,6 @@ def test_quick_mode_prints_train_and_layer_tables():
 
 def test_unknown_section_is_an_error_naming_the_choices():
     r = subprocess.run([sys.executable, SCRIPT, "--sections", "train,gpu"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=60)
+                       cwd=ROOT, timeout=60, check=False)
     assert r.returncode == 2
     assert "unknown section(s) gpu; choose from train, layers" in r.stderr

@@ -155,3 +155,32 @@ def test_cli_prints_the_table_and_writes_the_png(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["gradnorm", "--model", str(model), "--layer", "ip"]) == 1
     assert "layer 'ip' (InnerProduct) is not a recurrent layer" in capsys.readouterr().err
+
+
+def test_underflow_is_reported_and_the_ratio_uses_the_nonzero_steps():
+    norms = np.array([0, 0, 0.125, 0.25, 0.5, 1.0])
+    r = HiddenGradNorms("rnn", "RNN", norms, 1, 2, "loss")
+    assert r.first_nonzero_step() == 3 and r.ratio_per_step() == pytest.approx(0.5)
+    table = r.format_table()
+    assert "||dJ/dh_k|| is 0 for k < 3" in table
+    assert "(||dJ/dh_3|| / ||dJ/dh_T||)^(1/(T-3)) = 0.5" in table
+    assert np.isnan(HiddenGradNorms("rnn", "RNN", np.zeros(4), 1, 2, "loss").ratio_per_step())
+
+
+@pytest.mark.parametrize("type_", ["RNN", "LSTM", "GRU"])
+def test_recording_leaves_the_gradients_alone(type_):
+    net = make_net(type_)
+    net.forward_loss()
+    li = net.layer_names.index("rec")
+    layer, top, bottom = net.layers[li], net.top_vecs[li], net.bottom_vecs[li]
+    net._backward(end=li + 1)
+    grads = []
+    for record in (None, np.zeros((T, N, H), np.float32)):
+        for b in layer.blobs:
+            b.diff[...] = 0
+        layer.record_hidden_diff = record
+        layer.run_backward(top, [True, False], bottom)
+        grads.append([bottom[0].diff.copy()] + [b.diff.copy() for b in layer.blobs])
+    layer.record_hidden_diff = None
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

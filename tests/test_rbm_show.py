@@ -7,7 +7,7 @@ from PIL import Image
 
 from pycaffe_lite import cli
 from pycaffe_lite.data.lmdb_source import LMDBSource
-from pycaffe_lite.errors import NetConfigError
+from pycaffe_lite.errors import DataError, NetConfigError
 from pycaffe_lite.layer import TEST
 from pycaffe_lite.net import Net
 from pycaffe_lite.rbm_show import PAD, ShowOptions, show, tile_grid
@@ -83,6 +83,11 @@ def test_show_writes_the_three_pictures(tiny, tmp_path, mnist_small):
     samples = tiles_of(out / "samples.png", 3, 4, 28, 28)  # one chain per row
     assert all_distinct(samples)
     np.testing.assert_array_equal(samples[0], recon[0])  # chain 0 starts at digit 0
+
+    with pytest.raises(DataError, match=r"mnist_test_lmdb: values times --scale 1 run from 0 to 255, outside "
+                                        r"\[0, 1\] for Bernoulli visible units; give the --scale the net was"):
+        show(str(model), str(weights), str(out), data=str(mnist_small / "mnist_test_lmdb"),
+             options=ShowOptions(scale=1.0))
 
 
 def test_show_without_data_and_through_the_cli(tiny, tmp_path):

@@ -263,11 +263,14 @@ class DatumCursor:
                 self._lmdb_cursor.next()
         self._position = n
 
-    def next_batch(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    def next_batch(self, batch_size: int, out: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(data (B, C, H, W), labels (B,) int64)`` and advance by ``B``.
 
         The arrays may be read-only views of the cache or buffers reused by the next
-        call: copy them to keep them.
+        call: copy them to keep them.  ``out``, a ``(data, labels)`` pair of those shapes
+        and dtypes, is where a streamed batch is decoded instead of the cursor's own
+        buffers (a prefetching reader alternates two); a cached batch ignores it.
         """
         B = int(batch_size)
         start = self._position
@@ -281,15 +284,17 @@ class DatumCursor:
             index = np.add(self._index, start)
             np.remainder(index, self.count, out=index)
             return data.take(index, axis=0), labels.take(index)
-        return self._stream(B)
+        return self._stream(B, out)
 
-    def _stream(self, B: int) -> tuple[np.ndarray, np.ndarray]:
+    def _stream(self, B: int, out: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         from ..proto import caffe_pb2
 
         src = self.source
-        if self._buf is None or self._buf[0].shape[0] != B:
-            self._buf = (np.empty((B, *src.record_shape), src.dtype), np.empty(B, np.int64))
-        data, labels = self._buf
+        if out is None:
+            if self._buf is None or self._buf[0].shape[0] != B:
+                self._buf = (np.empty((B, *src.record_shape), src.dtype), np.empty(B, np.int64))
+            out = self._buf
+        data, labels = out
         cur = self._lmdb_cursor
         datum = caffe_pb2.Datum()
         for j in range(B):

@@ -26,7 +26,7 @@ def relu_forward(x, negative_slope, out_y):
     if slope == zero:  # max(x, 0): exactly 0.0 for negative x, never -0.0
         for i in range(x.size):
             v = x[i]
-            out_y[i] = zero if v < zero else v
+            out_y[i] = zero if v < zero else v  # noqa: FURB136  (not max(): NaN must pass through)
     else:
         for i in range(x.size):
             v = x[i]

@@ -544,7 +544,8 @@ class Solver:
     def _watch(self, value: float) -> None:
         """Give the monitor this test's value; divide the rate, snapshot the best or stop as it says."""
         m = self.monitor
-        rate, _ = learning_rate(self.param, self.iter, self.current_step, self.where)
+        # only the plateau policy needs the rate here (others, e.g. multistep, would log a step change)
+        rate = learning_rate(self.param, self.iter, self.current_step, self.where)[0] if m.reduces else 0.0
         d = m.update(value, self.iter, rate)
         if not d.counted:
             logger.debug("Iteration %d was tested before (resumed run): %s not counted again", self.iter, m.output)

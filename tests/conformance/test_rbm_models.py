@@ -70,6 +70,6 @@ def test_rbm_training_lowers_reconstruction_error_and_deploy_gives_features(work
     deploy.blobs["data"].reshape(*digits.shape)
     deploy.reshape()
     h = deploy.forward(data=digits)["h"]
-    W, b, c, _ = rbm_eval.params_from_layer(solver.net.layer_dict["rbm1"])
+    W, _, c, _ = rbm_eval.params_from_layer(solver.net.layer_dict["rbm1"])
     np.testing.assert_allclose(h, rbm_eval.sigmoid(digits.reshape(3, -1) @ W.T + c), rtol=1e-4, atol=1e-6)
     assert h.shape == (3, 500) and h.std() > 0.05

@@ -154,3 +154,56 @@ def test_config_errors(mnist, tmp_path):
         layer.set_up([], [Blob(), Blob(), Blob()])
     with pytest.raises(NetConfigError, match="exactly 0 bottom"):
         layer.set_up([Blob()], [Blob()])
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Databases are streamed (not held in memory), so the Data layer prefetches on a thread."""
+    from pycaffe_lite.data import lmdb_source
+
+    monkeypatch.setattr(lmdb_source, "CACHE_LIMIT_BYTES", 0)
+
+
+def test_prefetch_gives_the_same_batches_and_positions(mnist, streamed):
+    import threading
+
+    path, images, labels = mnist
+    before = threading.active_count()
+    layer, top = make(path, batch_size=70)
+    assert not layer.db.cached and layer._executor is not None
+    for n in range(6):  # 6 * 70 > 300: wraps, once inside a batch
+        assert layer.get_position() == 70 * n % N
+        layer.run_forward([], top)
+        idx = (70 * n + np.arange(70)) % N
+        np.testing.assert_array_equal(top[1].data, labels[idx])
+        np.testing.assert_array_equal(top[0].data[:, 0], images[idx] * SCALE)
+    # resume mid-way: the batch read ahead is dropped and reading restarts at the position
+    layer.set_position(250)
+    layer.run_forward([], top)
+    np.testing.assert_array_equal(top[1].data, labels[(250 + np.arange(70)) % N])
+    assert layer.get_position() == 20
+    layer.close()
+    assert threading.active_count() == before  # the prefetch thread is gone
+    layer.close()  # twice is harmless
+
+
+def test_prefetch_error_is_raised_by_forward_naming_the_layer(tmp_path, streamed):
+    import lmdb
+
+    from pycaffe_lite.data.datum import array_to_datum
+
+    good = array_to_datum(np.zeros((1, 2, 2), np.uint8), 0).SerializeToString()
+    env = lmdb.open(str(tmp_path / "db"), map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        for k in range(3):
+            txn.put(b"%08d" % k, good)
+        txn.put(b"00000003", b"\xff\xff\xff\xff")
+    env.close()
+    layer, top = make(str(tmp_path / "db"), batch_size=2, transform="")
+    layer.run_forward([], top)  # records 0, 1
+    with pytest.raises(DataError) as e:
+        layer.run_forward([], top)  # records 2, 3: the thread met the bad one
+    msg = str(e.value)
+    assert msg.startswith("net.prototxt:3: layer 'mnist' (Data)") and "'00000003'" in msg
+    assert "not a caffe.Datum" in msg
+    layer.close()

@@ -215,3 +215,14 @@ def test_mode_must_be_given_when_the_name_does_not_tell():
                        "plateau_mode: MAX"):
         get_solver(solver_param(text + 'base_lr: 1 test_interval: 1 lr_policy: "plateau" plateau_output: "score"'),
                    train_net=FakeNet())
+
+
+def test_restoring_a_solverstate_without_plateau_state_warns(tmp_path, logs):
+    plain = get_solver(solver_param(f'base_lr: 0.1 lr_policy: "fixed" snapshot_prefix: "{tmp_path}/plain"'),
+                       train_net=FakeNet())
+    plain.step(2)
+    _, state = plain.snapshot()
+    solver, _, _ = make(PLATEAU, {}, tmp_path)
+    solver.restore(state)
+    assert solver.iter == 2 and solver.monitor.best is None
+    assert "holds no plateau state" in logs.text and "the best accuracy is forgotten" in logs.text
