@@ -1,6 +1,8 @@
 """`plite rbm show` (pycaffe_lite/rbm_show.py): the tile grid, and the three PNG pictures of an RBM."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +19,15 @@ layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim:
 layer { name: "rbm1" type: "RBM" bottom: "data" top: "h"
         rbm_param { num_hidden: 12 weight_filler { type: "gaussian" std: 0.3 } } }
 """
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """cli.main configures the pycaffe_lite logger: put it back for other tests."""
+    logger = logging.getLogger("pycaffe_lite")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ def rbm_to_ip(inputs: list[str | os.PathLike], output: str | os.PathLike,
 
     rename = dict(rename or {})
     layers: dict[str, caffe_pb2.LayerParameter] = {}
+    seen: list[str] = []  # the RBM layers' own names
     for path in inputs:
         param = read_caffemodel(path)
         for lp in param.layer:
@@ -53,6 +54,7 @@ def rbm_to_ip(inputs: list[str | os.PathLike], output: str | os.PathLike,
             if len(lp.blobs) != 3:
                 raise DataError(f"{os.fspath(path)}: RBM layer '{lp.name}' holds {len(lp.blobs)} blobs, not the "
                                 "three W, b, c of an RBM")
+            seen.append(lp.name)
             name = rename.get(lp.name, lp.name)
             ip = caffe_pb2.LayerParameter(name=name, type="InnerProduct")
             ip.blobs.add().CopyFrom(lp.blobs[0])  # W (H, V): InnerProduct's (num_output, K)
@@ -63,10 +65,10 @@ def rbm_to_ip(inputs: list[str | os.PathLike], output: str | os.PathLike,
     if not layers:
         raise DataError(f"no layer of type RBM in {', '.join(os.fspath(p) for p in inputs)}; give the caffemodels "
                         "`plite train` wrote for the RBM solvers")
-    missing = sorted(set(rename) - set(layers))
+    missing = sorted(set(rename) - set(seen))
     if missing:
         raise DataError(f"--rename names {', '.join(repr(m) for m in missing)}, but the inputs have no RBM layer of "
-                        f"that name (RBM layers: {', '.join(repr(n) for n in layers)})")
+                        f"that name (RBM layers: {', '.join(repr(n) for n in dict.fromkeys(seen))})")
     out = caffe_pb2.NetParameter(name="rbm_to_ip")
     for ip in layers.values():
         out.layer.add().CopyFrom(ip)

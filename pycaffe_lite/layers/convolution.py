@@ -20,6 +20,9 @@ class _Workspace(threading.local):
 
 _WORKSPACE = _Workspace()
 
+#: TEST-phase forward builds the columns of this many bytes' worth of images at a time
+TEST_COLUMN_BYTES = 4 << 20
+
 
 def workspace(slot: int, n: int) -> np.ndarray:
     """A float32 scratch vector of ``n`` elements, valid until the next request for ``slot``."""
@@ -194,22 +197,33 @@ class ConvolutionLayer(Layer):
 
     def forward(self, bottom, top) -> None:
         N = bottom[0].shape[0]
-        G = self.group
-        Kg = self.K // G
-        Og = self.num_output // G
         W2 = self._weights2d(self.blobs[0].data)
         if self.connection_mask is not None:
             W2 = np.multiply(W2, self._mask2d, out=self._masked_w)
-        col, out = self._columns(N), self._gemm_out(N)
+        # TRAIN: one GEMM over the whole batch, keeping the columns for backward.  TEST: the
+        # columns are transient, so a few images at a time (at most TEST_COLUMN_BYTES of them):
+        # the scratch stays small (CaffeNet conv1 at batch 10: 4 MB instead of 44 MB).
+        step = N if self.col is not None else max(1, min(N, TEST_COLUMN_BYTES // (4 * self.K * self.P)))
         for b, t in zip(bottom, top):
-            im2col_batch(b.data, self.geom, col)
-            for g in range(G):
-                np.matmul(W2[g * Og:(g + 1) * Og], col[g * Kg:(g + 1) * Kg], out=out[g * Og:(g + 1) * Og])
             y = t.data.reshape(N, self.num_output, self.P)
-            np.copyto(y, out.reshape(self.num_output, N, self.P).transpose(1, 0, 2))
-            if self.bias_term:
-                y += self.blobs[1].data[None, :, None]
+            for n0 in range(0, N, step):
+                n1 = min(N, n0 + step)
+                self._forward_images(W2, b.data[n0:n1], y[n0:n1])
         self._col_valid = len(bottom) == 1 and self.col is not None
+
+    def _forward_images(self, W2: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """y (n, Cout, P) = conv(x (n, C, H, W)), through columns and one GEMM per group."""
+        n = x.shape[0]
+        G = self.group
+        Kg = self.K // G
+        Og = self.num_output // G
+        col, out = self._columns(n), self._gemm_out(n)
+        im2col_batch(x, self.geom, col)
+        for g in range(G):
+            np.matmul(W2[g * Og:(g + 1) * Og], col[g * Kg:(g + 1) * Kg], out=out[g * Og:(g + 1) * Og])
+        np.copyto(y, out.reshape(self.num_output, n, self.P).transpose(1, 0, 2))
+        if self.bias_term:
+            y += self.blobs[1].data[None, :, None]
 
     def backward(self, top, propagate_down, bottom) -> None:
         N = bottom[0].shape[0]

@@ -155,3 +155,20 @@ def test_backward_twice_and_in_either_phase_gives_the_same_gradients(phase):
         got = _grads(layer, x, top2)
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_test_phase_forward_in_chunks_equals_the_whole_batch(monkeypatch):
+    from pycaffe_lite.layers import convolution
+
+    text = "convolution_param { num_output: 3 kernel_size: 2 group: 1 weight_filler { type: 'gaussian' } }"
+    x = blob((5, 2, 4, 4), seed=4)
+    whole, top_whole = make(text), Blob()
+    whole.set_up([x], [top_whole])
+    whole.run_forward([x], [top_whole])
+    # columns of one image: K = 2*2*2 = 8 rows x P = 9 -> 288 bytes; 2.5 images' worth -> chunks 2, 2, 1
+    monkeypatch.setattr(convolution, "TEST_COLUMN_BYTES", 720)
+    chunked, top_chunked = make("phase: TEST " + text), Blob()
+    chunked.set_up([x], [top_chunked])
+    chunked.blobs[0].data[...] = whole.blobs[0].data
+    chunked.run_forward([x], [top_chunked])
+    np.testing.assert_allclose(top_chunked.data, top_whole.data, rtol=1e-6, atol=1e-6)
