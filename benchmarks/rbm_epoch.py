@@ -1,7 +1,8 @@
 """Time one CD-1 epoch of a Bernoulli RBM on the bundled MNIST digits (the issue's speed bar).
 
     python benchmarks/rbm_epoch.py [--epochs 5] [--hidden 500] [--batch 20] [--cd-k 1]
-                                   [--persistent] [--recon] [--sklearn]
+                                   [--persistent] [--recon] [--sklearn | --sklearn-only]
+                                   [--no-breakdown]
 
 The configuration of the bar: 4,000 training digits (scaled by 1/256, as Caffe's
 ``transform_param { scale: 0.00390625 }``), 784 visible and 500 hidden units, batch 20 (200
@@ -15,6 +16,12 @@ more matrix product per iteration).  ``--sklearn`` also times scikit-learn's Ber
 (``fit`` with ``n_components``, ``batch_size``, ``learning_rate=0.06``, ``n_iter=1``, float32
 input scaled by 1/255), epoch for epoch alternating with pycaffe_lite's (this machine's speed
 drifts, so only side-by-side epochs compare), if it is installed; it is not a dependency.
+``--sklearn-only`` times only scikit-learn's epochs and ``--no-breakdown`` skips the per-part
+timing, so that two whole processes (``--epochs 10 --no-breakdown`` and ``--epochs 10
+--sklearn-only``) can be timed against each other from outside, e.g. with ``/usr/bin/time``.
+
+The RBM layer runs its products on one BLAS thread (when threadpoolctl is installed; see
+``_SerialBlas`` in pycaffe_lite/layers/rbm.py); scikit-learn uses BLAS's default.
 """
 import os
 
@@ -118,7 +125,17 @@ def main(argv=None) -> None:
     ap.add_argument("--persistent", action="store_true", help="PCD instead of CD")
     ap.add_argument("--recon", action="store_true", help="also compute the reconstruction-error top")
     ap.add_argument("--sklearn", action="store_true", help="also time scikit-learn's BernoulliRBM")
+    ap.add_argument("--sklearn-only", action="store_true", help="time only scikit-learn's BernoulliRBM")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
     args = ap.parse_args(argv)
+    if args.sklearn_only:
+        sk_epoch = sklearn_epoch(args)
+        if sk_epoch is not None:
+            sk_times = [sk_epoch() for _ in range(args.epochs)]
+            print("scikit-learn epoch times (s): " + " ".join(f"{t:.3f}" for t in sk_times))
+            print(f"scikit-learn BernoulliRBM (float32): {statistics.median(sk_times[1:] or sk_times):.3f} s per "
+                  "epoch (median, after the first)")
+        return
 
     import logging
 
@@ -139,7 +156,7 @@ def main(argv=None) -> None:
             for _ in range(args.epochs):
                 times += time_epochs(solver, iters, 1)
                 sk_times.append(sk_epoch())
-        parts = breakdown(solver, iters)
+        parts = {} if args.no_breakdown else breakdown(solver, iters)
     kind = f"{'PCD' if args.persistent else 'CD'}-{args.cd_k}"
     print(f"RBM 784-{args.hidden}, {kind}, batch {args.batch}, {iters} iterations per epoch"
           f"{', with the reconstruction-error top' if args.recon else ''}")

@@ -77,10 +77,11 @@ def cmd_test(args) -> int:
               if args.weights else None)
     if not args.weights:
         log.warning("no --weights given: testing randomly initialised parameters")
-    collector = None
-    if args.report:
-        from .report import ReportCollector
+    collector = thresholds = None
+    if args.report or args.scores or args.labels or args.reject_threshold:  # any report option asks for it
+        from .report import ReportCollector, parse_thresholds
 
+        thresholds = parse_thresholds(args.reject_threshold)
         collector = ReportCollector(net, args.scores, args.labels)
     log.info("Running for %d iterations.", args.iterations)
     names: list[str] = []
@@ -109,7 +110,6 @@ def cmd_test(args) -> int:
         extra = f" (* {_g(w)} = {_g(w * mean)} loss)" if w else ""
         log.info("%s = %s%s", name, _g(mean), extra)
     if collector is not None:
-        thresholds = [float(t) for item in args.reject_threshold or [] for t in item.split(",") if t]
         print(collector.report(thresholds).format())
     del np
     return 0
@@ -416,10 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="skip fields a Caffe fork added, with a warning")
     p.add_argument("--report", action="store_true", help="print a confusion matrix, per-class precision/recall/F1 "
                    "and information measures (bits) of the predictions (see pycaffe_lite/report.py)")
-    p.add_argument("--scores", help="with --report: blob of class scores or probabilities (default: the "
+    p.add_argument("--scores", help="(implies --report) blob of class scores or probabilities (default: the "
                    "Accuracy/SoftmaxWithLoss layer's first bottom)")
-    p.add_argument("--labels", help="with --report: blob of labels (default: that layer's second bottom)")
-    p.add_argument("--reject-threshold", nargs="+", metavar="T", help="with --report: rejection/error/correct "
+    p.add_argument("--labels", help="(implies --report) blob of labels (default: that layer's second bottom)")
+    p.add_argument("--reject-threshold", nargs="+", metavar="T", help="(implies --report) rejection/error/correct "
                    "rates when rejecting top probabilities below T (several values or comma separated)")
 
     p = verb("time", cmd_time, "time forward/backward, per layer, like `caffe time`")

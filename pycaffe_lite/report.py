@@ -126,6 +126,21 @@ def rejection_rates(probs: np.ndarray, targets: np.ndarray, threshold: float) ->
             "accepted_accuracy": correct / (correct + error) if correct + error else float("nan")}
 
 
+def parse_thresholds(items) -> list[float]:
+    """``["0.5", "0.9,0.99"]`` -> ``[0.5, 0.9, 0.99]``; each must be a probability in [0, 1]."""
+    out = []
+    for text in (t for item in items or [] for t in str(item).split(",") if t.strip()):
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"--reject-threshold '{text}' is not a number; give probabilities such as 0.5 0.9") from None
+        if not 0.0 <= value <= 1.0:
+            raise DataError(f"--reject-threshold {text} is not a probability: give values in [0, 1] (a sample is "
+                            "rejected when its top probability is below the threshold)")
+        out.append(value)
+    return out
+
+
 # ------------------------------------------------------------------ the report
 @dataclass
 class Report:

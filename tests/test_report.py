@@ -162,5 +162,9 @@ def test_cli_report_on_a_tiny_net(tmp_path, capsys):
     assert "H(T)   = 0.0000" in out
     assert "        0.3     0.0000  1.0000   0.0000" in out  # 1/3 >= 0.3: all accepted, all wrong
     assert "        0.5     1.0000  0.0000   0.0000" in out  # all rejected
-    assert main(["test", "--model", str(model), "--iterations", "1", "--report", "--scores", "prob"]) == 0
+    assert main(["test", "--model", str(model), "--iterations", "1", "--scores", "prob"]) == 0  # implies --report
     assert "(scores: 'prob', labels: 'label')" in capsys.readouterr().out
+    assert main(["test", "--model", str(model), "--iterations", "1", "--reject-threshold", "0.5", "1.5"]) == 1
+    assert "--reject-threshold 1.5 is not a probability: give values in [0, 1]" in capsys.readouterr().err
+    assert main(["test", "--model", str(model), "--iterations", "1", "--reject-threshold", "0.5,x"]) == 1
+    assert "--reject-threshold 'x' is not a number" in capsys.readouterr().err

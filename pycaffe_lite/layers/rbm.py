@@ -15,6 +15,42 @@ from ..rng import get_rng
 BERNOULLI = caffe_pb2.RBMParameter.BERNOULLI
 GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
 
+#: threadpoolctl's BLAS libraries, looked up once (False: threadpoolctl is not installed)
+_BLAS_LIBS = None
+
+
+class _SerialBlas:
+    """A context in which BLAS runs on one thread, when threadpoolctl is installed (a no-op
+    otherwise).  The layer's products are small (20 x 784 x 500 at batch 20): on 2 cores a
+    second BLAS thread gains little when the machine is idle, and while another process holds
+    a core the threads waiting for each other made one forward pass ~100x slower (205 vs ~2 ms,
+    ``benchmarks/rbm_epoch.py`` on a loaded machine).  The recurrent layers make the same
+    choice.  The library's own get/set calls (~2 us) rather than ``threadpool_limits`` (~25 us
+    per use) keep the switch cheap at ~1,000 switches per second."""
+
+    __slots__ = ("_saved",)
+
+    def __enter__(self):
+        global _BLAS_LIBS
+        if _BLAS_LIBS is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                _BLAS_LIBS = False
+            else:
+                _BLAS_LIBS = ThreadpoolController().select(user_api="blas").lib_controllers
+        self._saved = []
+        for lib in _BLAS_LIBS or ():
+            n = lib.get_num_threads()
+            if n != 1:
+                lib.set_num_threads(1)
+                self._saved.append((lib, n))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lib, n in self._saved:
+            lib.set_num_threads(n)
+
 
 @register_layer("RBM")
 class RBMLayer(Layer):
@@ -229,6 +265,10 @@ class RBMLayer(Layer):
             K.sigmoid_from_tanh(v, v)
 
     def forward(self, bottom, top) -> None:
+        with _SerialBlas():
+            self._forward(bottom, top)
+
+    def _forward(self, bottom, top) -> None:
         N = self._N
         x = bottom[0].data.reshape(N, self.V)
         lo, hi = K.copy_min_max(x, self._Q[:N])
@@ -311,6 +351,10 @@ class RBMLayer(Layer):
                 b.diff[...] = 0  # greedy training: nothing flows to the layers below
         if not self._stats_ready:
             return
+        with _SerialBlas():
+            self._backward_params()
+
+    def _backward_params(self) -> None:
         N = self._N
         inv_n = np.float32(1.0 / N)
         W, b, c = self.blobs
