@@ -185,6 +185,36 @@ def compare_blas_threads(types, reps: int, rounds: int) -> None:
         print(f"{type_:5s} forward+backward, {mode}: {min(ts):.2f} ms (median {statistics.median(ts):.2f})")
 
 
+def compare_split(types, reps: int, rounds: int) -> None:
+    import pycaffe_lite.layers.recurrent as R
+
+    modes = {"one loop": 10**9, "two halves on two threads": R.SPLIT_MIN_N}
+    times: dict[tuple[str, str], list[float]] = {}
+    for type_ in types:
+        layer, bottom, top = make(type_)
+
+        def both(layer=layer, bottom=bottom, top=top):
+            layer.run_forward(bottom, top)
+            layer.run_backward(top, [True, False], bottom)
+
+        for min_n in modes.values():
+            R.SPLIT_MIN_N = min_n
+            both()
+        for _ in range(rounds):
+            for mode, min_n in modes.items():
+                R.SPLIT_MIN_N = min_n
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    both()
+                times.setdefault((type_, mode), []).append((time.perf_counter() - t0) / reps * 1e3)
+    R.SPLIT_MIN_N = modes["two halves on two threads"]
+    for type_ in types:
+        one, two = (times[(type_, mode)] for mode in modes)
+        print(f"{type_:5s} forward+backward: one loop {statistics.median(one):.2f} ms (best {min(one):.2f}), "
+              f"two halves on two threads {statistics.median(two):.2f} ms (best {min(two):.2f}); "
+              f"two / one = {statistics.median(two) / statistics.median(one):.2f} (median)")
+
+
 def compare_torch(types, reps: int, rounds: int, threads: int) -> None:
     try:
         import torch
@@ -232,6 +262,7 @@ def main() -> None:
     parser.add_argument("--types", nargs="+", default=["LSTM", "GRU", "RNN"])
     parser.add_argument("--loop", action="store_true", help="compare where the per-step GEMM runs")
     parser.add_argument("--blas", action="store_true", help="compare one BLAS thread with BLAS's own count")
+    parser.add_argument("--split", action="store_true", help="compare one time loop with two halves on two threads")
     parser.add_argument("--torch", action="store_true", help="compare with PyTorch's nn.LSTM/nn.GRU/nn.RNN")
     parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch's thread count (default 1)")
     args = parser.parse_args()
@@ -241,6 +272,8 @@ def main() -> None:
         compare_loops(args.reps, args.rounds)
     if args.blas:
         compare_blas_threads(args.types, args.reps, args.rounds)
+    if args.split:
+        compare_split(args.types, args.reps, args.rounds)
     if args.torch:
         compare_torch(args.types, args.reps, args.rounds, args.torch_threads)
 

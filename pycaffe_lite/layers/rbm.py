@@ -21,12 +21,13 @@ _BLAS_LIBS = None
 
 class _SerialBlas:
     """A context in which BLAS runs on one thread, when threadpoolctl is installed (a no-op
-    otherwise).  The layer's products are small (20 x 784 x 500 at batch 20): on 2 cores a
-    second BLAS thread gains little when the machine is idle, and while another process holds
-    a core the threads waiting for each other made one forward pass ~100x slower (205 vs ~2 ms,
-    ``benchmarks/rbm_epoch.py`` on a loaded machine).  The recurrent layers make the same
-    choice.  The library's own get/set calls (~2 us) rather than ``threadpool_limits`` (~25 us
-    per use) keep the switch cheap at ~1,000 switches per second."""
+    otherwise).  The layer's products are small (20 x 784 x 500 at batch 20).  On an idle
+    2-core machine BLAS's second thread made a CD-1 epoch ~20% faster (0.164 vs 0.198 s,
+    ``benchmarks/rbm_epoch.py``), but while other processes held the cores the threads waiting
+    for each other made one forward pass ~100x slower (205 vs 2.1 ms): one thread is the
+    choice that never collapses.  The recurrent layers make the same choice.  The library's
+    own get/set calls (~2 us) rather than ``threadpool_limits`` (~25 us per use) keep the
+    switch cheap at ~1,000 switches per second."""
 
     __slots__ = ("_saved",)
 

@@ -22,11 +22,17 @@ effect (Caffe logs its unrolled net's blobs; there is no unrolled net here).
 The input transform of all T steps is one GEMM before the time loop, and the weight gradients and
 dx one GEMM each after it; per step, the recurrent product is one ``np.matmul`` and the gate
 arithmetic one Numba kernel (pycaffe_lite/kernels/recurrent.py says why, with the measurements).
+The N streams are independent, so with two or more CPUs and N >= ``SPLIT_MIN_N`` the time loops
+(forward and backward) run on two threads, each over half of the streams with one-thread BLAS
+and the Numba kernels, which release the GIL (see :func:`_row_parts`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -57,6 +63,109 @@ def _serial_blas():
         else:
             _BLAS = ThreadpoolController().select(user_api="blas")
     return _BLAS.limit(limits=1) if _BLAS else contextlib.nullcontext()
+
+
+#: the smallest batch whose time loops are split over two threads: below it each half's per-step
+#: products are too small for a second thread to pay for the hand-over (a module attribute, so
+#: tests can lower it and benchmarks can raise it).
+SPLIT_MIN_N = 16
+#: usable CPUs (None: looked up on first use); tests may set it
+_CPUS: int | None = None
+#: the worker thread that runs the second half of the streams, and the process that made it (a
+#: forked child has the executor object but not its thread, so it makes its own)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1
+_POOL_LOCK = threading.Lock()
+
+
+def _row_parts(N: int) -> tuple[tuple[int, int], ...]:
+    """The row (stream) ranges the time loops run over, each on its own thread: two halves when
+    N >= SPLIT_MIN_N, two or more CPUs are usable and BLAS can be held to one thread
+    (threadpoolctl), else all N rows on the calling thread.  Two threads each with one-thread BLAS
+    beat one loop with two-thread BLAS because the halves meet only at the end of the loop, while
+    BLAS's threads meet (and spin, under load) in every small per-step product."""
+    global _CPUS
+    if _CPUS is None:
+        try:
+            _CPUS = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            _CPUS = os.cpu_count() or 1
+    if N < max(SPLIT_MIN_N, 2) or _CPUS < 2 or not _blas_can_be_serial():
+        return ((0, N),)
+    return ((0, N // 2), (N // 2, N))
+
+
+def _blas_can_be_serial() -> bool:
+    """Whether :func:`_serial_blas` holds BLAS to one thread (threadpoolctl is installed); without
+    it, two loops each calling a multi-threaded BLAS would oversubscribe the cores."""
+    _serial_blas()  # looks threadpoolctl up once
+    return bool(_BLAS)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One worker thread for the whole process, made on first use.  Idle, it does not keep the
+    process alive: concurrent.futures joins its (idle) workers at interpreter exit."""
+    global _POOL, _POOL_PID
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_PID != os.getpid():
+            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plite-recurrent")
+            _POOL_PID = os.getpid()
+        return _POOL
+
+
+def _run_parts(rows, N: int) -> int:
+    """Call ``rows(k, lo, hi)`` for each part k of :func:`_row_parts` (N), the last parts on the
+    worker thread and part 0 on this one; return the number of parts.  Each part writes only its
+    own rows and its own scratch buffers (named with k), so the result does not depend on which
+    thread ran first."""
+    parts = _row_parts(N)
+    if len(parts) == 1:
+        rows(0, 0, N)
+        return 1
+    futures = [_pool().submit(rows, k, lo, hi) for k, (lo, hi) in enumerate(parts[1:], 1)]
+    try:
+        rows(0, *parts[0])
+    finally:
+        for f in futures:  # wait even when part 0 failed: the others still write the buffers
+            f.result()
+    return len(parts)
+
+
+def _run_tasks(*tasks) -> None:
+    """Call each task, the first on this thread and the others on the worker thread; wait for
+    all (an error in any reaches the caller)."""
+    futures = [_pool().submit(task) for task in tasks[1:]]
+    try:
+        tasks[0]()
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, split: bool, add: np.ndarray | None = None) -> None:
+    """out = a b (+ add, broadcast over the rows); with ``split`` the rows in two halves on the two
+    threads, as the time loops are.  The products before and after the loops (the input
+    transform, the weight gradients, dx) are as large as all the per-step products together
+    (LSTM at T = 28, N = 64, H = 128: ~3 ms of ~6 ms with one BLAS thread)."""
+    def rows(lo, hi):
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+        if add is not None:
+            out[lo:hi] += add
+
+    M = a.shape[0]
+    if split and M >= 2:
+        _run_tasks(lambda: rows(0, M // 2), lambda: rows(M // 2, M))
+    else:
+        rows(0, M)
+
+
+def _transposed(cache: dict, name: str, w: np.ndarray) -> np.ndarray:
+    """w^T as a C-contiguous scratch copy.  The per-step products h W^T run faster on it than on
+    the transposed view (measured with one BLAS thread, (32, 128) x (128, 512): ~35-41 us vs
+    ~61 us; (64, 128) x (128, 512): ~61 vs 62-84 us); the copy costs one pass over W per forward."""
+    buf = _buffer(cache, name, w.shape[::-1])
+    np.copyto(buf, w.T)
+    return buf
 
 
 def _buffer(cache: dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -118,6 +227,7 @@ class RecurrentLayer(Layer):
         self.init_param_blobs(shapes, fillers)
         self._state = None  # the carried state (num_states, N, H) when not exposed
         self._bufs: dict[str, np.ndarray] = {}
+        self._split = False  # whether this pass runs on two threads (set per forward and backward)
         #: when set to a (T, N, H) float32 array, the backward writes dL/dh_t (the hidden state's
         #: whole gradient: from the top and through the recurrence) into it, step by step
         #: (pycaffe_lite/gradnorm.py); None on the normal path, which it does not slow.
@@ -208,8 +318,8 @@ class RecurrentLayer(Layer):
         """(T, N, G): W_x x_t + b (+ W_static x_static) for every step, by one GEMM."""
         T, N, G = self.T, self.N, self.num_gates * self.H
         pre = _buffer(self._bufs, "gates", (T, N, G))
-        np.matmul(bottom[0].data.reshape(T * N, self.I), self.blobs[0].data.T, out=pre.reshape(T * N, G))
-        pre += self.blobs[1].data
+        _gemm(bottom[0].data.reshape(T * N, self.I), self.blobs[0].data.T, pre.reshape(T * N, G), self._split,
+              add=self.blobs[1].data)
         if self.static_input:
             static = _buffer(self._bufs, "static", (N, G))
             np.matmul(bottom[2].data.reshape(N, self.S), self.blobs[2].data.T, out=static)
@@ -221,6 +331,7 @@ class RecurrentLayer(Layer):
             self._forward(bottom, top)
 
     def _forward(self, bottom, top) -> None:
+        self._split = len(_row_parts(self.N)) > 1
         state0 = self.initial_state(bottom)
         final = self.run_forward_loop(bottom, top, self.input_transform(bottom), state0)
         if self.expose_hidden:
@@ -246,7 +357,7 @@ class RecurrentLayer(Layer):
         blob = self.blobs[index]
         if self.param_propagate_down[index]:
             tmp = _buffer(self._bufs, f"grad{index}", blob.shape)
-            np.matmul(a.T, b, out=tmp)
+            _gemm(a.T, b, tmp, self._split)
             blob.diff += tmp
 
     def input_backward(self, propagate_down, bottom, dgates: np.ndarray) -> None:
@@ -258,7 +369,7 @@ class RecurrentLayer(Layer):
         if self.param_propagate_down[1]:
             self.blobs[1].diff += d2.sum(axis=0)
         if propagate_down[0]:
-            np.matmul(d2, self.blobs[0].data, out=bottom[0].diff.reshape(T * N, self.I))
+            _gemm(d2, self.blobs[0].data, bottom[0].diff.reshape(T * N, self.I), self._split)
         if self.static_input and (self.param_propagate_down[2] or propagate_down[2]):
             dsum = _buffer(self._bufs, "dstatic", (N, G))
             np.sum(dgates, axis=0, out=dsum)
@@ -273,6 +384,7 @@ class RecurrentLayer(Layer):
             self._backward(top, propagate_down, bottom)
 
     def _backward(self, top, propagate_down, bottom) -> None:
+        self._split = len(_row_parts(self.N)) > 1
         dstate = self.final_state_diff(top)
         dgates = self.run_backward_loop(top, bottom, dstate)
         self.input_backward(propagate_down, bottom, dgates)
@@ -343,18 +455,27 @@ class RNNLayer(RecurrentLayer):
 
     def run_forward_loop(self, bottom, top, pre, state0):
         T, N, H = self.T, self.N, self.H
-        hc = _buffer(self._bufs, "hc", (T, N, H))
-        rec = _buffer(self._bufs, "rec", (N, H))
-        cont = bottom[1].data[:, :, None]
-        w_hh_t = self.blobs[self.i_hh].data.T
-        h = pre  # the kernel turns a_t into h_t in place
-        for t in range(T):
-            np.multiply(state0[0] if t == 0 else h[t - 1], cont[t], out=hc[t])
-            np.matmul(hc[t], w_hh_t, out=rec)
-            K.rnn_step_forward(h[t], rec, self.sigmoid)
+        hc_all = _buffer(self._bufs, "hc", (T, N, H))
+        cont_all = bottom[1].data[:, :, None]
+        w_hh_t = _transposed(self._bufs, "w_hh_t", self.blobs[self.i_hh].data)
+        sigmoid = self.sigmoid
+
+        def rows(k, lo, hi):
+            rec = _buffer(self._bufs, f"rec{k}", (hi - lo, H))
+            # the kernel turns a_t into h_t in place
+            h, hc, cont, h0 = pre[:, lo:hi], hc_all[:, lo:hi], cont_all[:, lo:hi], state0[0, lo:hi]
+            cont_t = cont_all[:, lo:hi, 0]
+            for t in range(T):
+                np.matmul(h0 if t == 0 else h[t - 1], w_hh_t, out=rec)
+                K.rnn_step_forward(h[t], rec, cont_t[t], sigmoid)
+            # cont_t h_{t-1} for the weight gradient, in two passes rather than one per step
+            np.multiply(h0, cont[0], out=hc[0])
+            np.multiply(h[:-1], cont[1:], out=hc[1:])
+
+        _run_parts(rows, N)
         o = top[0].data
-        np.matmul(pre.reshape(T * N, H), self.blobs[self.i_hh + 1].data.T, out=o.reshape(T * N, H))
-        o += self.blobs[self.i_hh + 2].data
+        _gemm(pre.reshape(T * N, H), self.blobs[self.i_hh + 1].data.T, o.reshape(T * N, H), self._split,
+              add=self.blobs[self.i_hh + 2].data)
         K.tanh_inplace(o)
         return pre[T - 1][None]
 
@@ -372,17 +493,23 @@ class RNNLayer(RecurrentLayer):
         if self.param_propagate_down[i_ho + 1]:
             self.blobs[i_ho + 1].diff += da_o2.sum(axis=0)
         da = _buffer(self._bufs, "da", (T, N, H))
-        np.matmul(da_o2, self.blobs[i_ho].data, out=da.reshape(T * N, H))
-        cont = bottom[1].data[:, :, None]
+        _gemm(da_o2, self.blobs[i_ho].data, da.reshape(T * N, H), self._split)
+        cont_all = bottom[1].data[:, :, None]
         w_hh = self.blobs[self.i_hh].data
-        dh, dhc = dstate[0], _buffer(self._bufs, "dhc", (N, H))
-        record = self.record_hidden_diff
-        for t in range(T - 1, -1, -1):
-            if record is not None:
-                np.add(da[t], dh, out=record[t])
-            K.rnn_step_backward(h[t], dh, self.sigmoid, da[t])
-            np.matmul(da[t], w_hh, out=dhc)
-            np.multiply(dhc, cont[t], out=dh)
+        record_all, sigmoid, h_all, da_all = self.record_hidden_diff, self.sigmoid, h, da
+
+        def rows(k, lo, hi):
+            dhc = _buffer(self._bufs, f"dhc{k}", (hi - lo, H))
+            dh, h, da, cont = dstate[0, lo:hi], h_all[:, lo:hi], da_all[:, lo:hi], cont_all[:, lo:hi]
+            record = None if record_all is None else record_all[:, lo:hi]
+            for t in range(T - 1, -1, -1):
+                if record is not None:
+                    np.add(da[t], dh, out=record[t])
+                K.rnn_step_backward(h[t], dh, sigmoid, da[t])
+                np.matmul(da[t], w_hh, out=dhc)
+                np.multiply(dhc, cont[t], out=dh)
+
+        _run_parts(rows, N)
         self.accumulate(self.i_hh, da.reshape(T * N, H), self._bufs["hc"].reshape(T * N, H))
         return da
 
@@ -439,19 +566,28 @@ class LSTMLayer(RecurrentLayer):
 
     def run_forward_loop(self, bottom, top, pre, state0):
         T, N, H = self.T, self.N, self.H
-        c = _buffer(self._bufs, "c", (T, N, H))
-        hc = _buffer(self._bufs, "hc", (T, N, H))
+        c_all = _buffer(self._bufs, "c", (T, N, H))
+        hc_all = _buffer(self._bufs, "hc", (T, N, H))
         self._state0 = _buffer(self._bufs, "state0_copy", state0.shape)
         self._state0[...] = state0  # the backward needs c_{-1}; the carried state moves on
-        h = top[0].data
-        rec = _buffer(self._bufs, "rec", (N, 4 * H))
-        cont = bottom[1].data
-        w_hc_t = self.blobs[self.i_hc].data.T
+        h_all, cont2 = top[0].data, bottom[1].data
+        w_hc_t = _transposed(self._bufs, "w_hc_t", self.blobs[self.i_hc].data)
         peep = self.peep()
-        for t in range(T):
-            np.multiply(state0[0] if t == 0 else h[t - 1], cont[t][:, None], out=hc[t])
-            np.matmul(hc[t], w_hc_t, out=rec)
-            K.lstm_step_forward(pre[t], rec, state0[1] if t == 0 else c[t - 1], cont[t], peep, c[t], h[t])
+
+        def rows(k, lo, hi):
+            rec = _buffer(self._bufs, f"rec{k}", (hi - lo, 4 * H))
+            h, c, hc, a = h_all[:, lo:hi], c_all[:, lo:hi], hc_all[:, lo:hi], pre[:, lo:hi]
+            cont, cont_col = cont2[:, lo:hi], cont2[:, lo:hi, None]
+            h0, c0 = state0[0, lo:hi], state0[1, lo:hi]
+            for t in range(T):
+                np.matmul(h0 if t == 0 else h[t - 1], w_hc_t, out=rec)
+                K.lstm_step_forward(a[t], rec, c0 if t == 0 else c[t - 1], cont[t], peep, c[t], h[t])
+            # cont_t h_{t-1} for the weight gradient, in two passes rather than one per step
+            np.multiply(h0, cont_col[0], out=hc[0])
+            np.multiply(h[:-1], cont_col[1:], out=hc[1:])
+
+        _run_parts(rows, N)
+        h, c = h_all, c_all
         final = _buffer(self._bufs, "final", (2, N, H))
         final[0] = h[T - 1]
         final[1] = c[T - 1]
@@ -459,26 +595,41 @@ class LSTMLayer(RecurrentLayer):
 
     def run_backward_loop(self, top, bottom, dstate):
         T, N, H = self.T, self.N, self.H
-        dgates = _buffer(self._bufs, "dgates", (T, N, 4 * H))
-        dpeep = _buffer(self._bufs, "dpeep", (3, H))
-        dpeep[...] = 0
-        act, c, cont, top_diff = self._bufs["gates"], self._bufs["c"], bottom[1].data, top[0].diff
-        w_hc, peep = self.blobs[self.i_hc].data, self.peep()
-        dhc = _buffer(self._bufs, "dhc", (N, H))
-        record = self.record_hidden_diff
-        for t in range(T - 1, -1, -1):
-            c_prev = self._state0[1] if t == 0 else c[t - 1]
-            K.lstm_step_backward(act[t], c[t], c_prev, cont[t], peep, top_diff[t], dstate, dgates[t], dpeep)
-            if record is not None:
-                record[t] = dstate[0]
-            np.matmul(dgates[t], w_hc, out=dhc)
-            np.multiply(dhc, cont[t][:, None], out=dstate[0])
-        self.accumulate(self.i_hc, dgates.reshape(T * N, 4 * H), self._bufs["hc"].reshape(T * N, H))
+        dgates_all = _buffer(self._bufs, "dgates", (T, N, 4 * H))
+        act_all, c_all, cont2, top_diff_all = self._bufs["gates"], self._bufs["c"], bottom[1].data, top[0].diff
+        w_hc, peep, c_init = self.blobs[self.i_hc].data, self.peep(), self._state0[1]
+        record_all = self.record_hidden_diff
+
+        def rows(k, lo, hi):
+            n = hi - lo
+            dhc = _buffer(self._bufs, f"dhc{k}", (n, H))
+            # the kernel wants the (2, n, H) state diffs contiguous: a copy per call, not per step
+            ds = _buffer(self._bufs, f"dstate{k}", (2, n, H))
+            ds[...] = dstate[:, lo:hi]
+            dpeep = _buffer(self._bufs, f"dpeep{k}", (3, H))
+            dpeep[...] = 0
+            act, c, dgates, top_diff = act_all[:, lo:hi], c_all[:, lo:hi], dgates_all[:, lo:hi], top_diff_all[:, lo:hi]
+            cont, cont_col, c0 = cont2[:, lo:hi], cont2[:, lo:hi, None], c_init[lo:hi]
+            record = None if record_all is None else record_all[:, lo:hi]
+            for t in range(T - 1, -1, -1):
+                c_prev = c0 if t == 0 else c[t - 1]
+                K.lstm_step_backward(act[t], c[t], c_prev, cont[t], peep, top_diff[t], ds, dgates[t], dpeep)
+                if record is not None:
+                    record[t] = ds[0]
+                np.matmul(dgates[t], w_hc, out=dhc)
+                np.multiply(dhc, cont_col[t], out=ds[0])
+            dstate[:, lo:hi] = ds
+
+        num_parts = _run_parts(rows, N)
+        self.accumulate(self.i_hc, dgates_all.reshape(T * N, 4 * H), self._bufs["hc"].reshape(T * N, H))
         if self.peephole:
+            dpeep = self._bufs["dpeep0"]
+            for k in range(1, num_parts):
+                dpeep += self._bufs[f"dpeep{k}"]
             for j in range(3):
                 if self.param_propagate_down[self.i_hc + 1 + j]:
                     self.blobs[self.i_hc + 1 + j].diff += dpeep[j]
-        return dgates
+        return dgates_all
 
 
 @register_layer("GRU")
@@ -512,45 +663,60 @@ class GRULayer(RecurrentLayer):
 
     def run_forward_loop(self, bottom, top, pre, state0):
         T, N, H = self.T, self.N, self.H
-        hc = _buffer(self._bufs, "hc", (T, N, H))
-        rh = _buffer(self._bufs, "rh", (T, N, H))
-        rec_zr = _buffer(self._bufs, "rec_zr", (N, 2 * H))
-        rec_c = _buffer(self._bufs, "rec_c", (N, H))
+        hc_all = _buffer(self._bufs, "hc", (T, N, H))
+        rh_all = _buffer(self._bufs, "rh", (T, N, H))
         W = self.blobs[self.i_h].data
-        w_zr_t, w_c_t = W[: 2 * H].T, W[2 * H:].T
-        cont = bottom[1].data[:, :, None]
-        h = top[0].data
-        for t in range(T):
-            np.multiply(state0[0] if t == 0 else h[t - 1], cont[t], out=hc[t])
-            np.matmul(hc[t], w_zr_t, out=rec_zr)
-            K.gru_step_gates(pre[t], rec_zr, hc[t], rh[t])
-            np.matmul(rh[t], w_c_t, out=rec_c)
-            K.gru_step_output(pre[t], rec_c, hc[t], h[t])
-        return h[T - 1][None]
+        w_zr_t, w_c_t = _transposed(self._bufs, "w_zr_t", W[: 2 * H]), _transposed(self._bufs, "w_c_t", W[2 * H:])
+        cont_all = bottom[1].data[:, :, None]
+        h_all = top[0].data
+
+        def rows(k, lo, hi):
+            rec_zr = _buffer(self._bufs, f"rec_zr{k}", (hi - lo, 2 * H))
+            rec_c = _buffer(self._bufs, f"rec_c{k}", (hi - lo, H))
+            h, hc, rh, a = h_all[:, lo:hi], hc_all[:, lo:hi], rh_all[:, lo:hi], pre[:, lo:hi]
+            cont, h0 = cont_all[:, lo:hi], state0[0, lo:hi]
+            for t in range(T):
+                np.multiply(h0 if t == 0 else h[t - 1], cont[t], out=hc[t])
+                np.matmul(hc[t], w_zr_t, out=rec_zr)
+                K.gru_step_gates(a[t], rec_zr, hc[t], rh[t])
+                np.matmul(rh[t], w_c_t, out=rec_c)
+                K.gru_step_output(a[t], rec_c, hc[t], h[t])
+
+        _run_parts(rows, N)
+        return h_all[T - 1][None]
 
     def run_backward_loop(self, top, bottom, dstate):
         T, N, H = self.T, self.N, self.H
-        dgates = _buffer(self._bufs, "dgates", (T, N, 3 * H))
+        dgates_all = _buffer(self._bufs, "dgates", (T, N, 3 * H))
         W = self.blobs[self.i_h]
-        act, hc, cont, top_diff = self._bufs["gates"], self._bufs["hc"], bottom[1].data, top[0].diff
+        act_all, hc_all, cont_all, top_diff_all = self._bufs["gates"], self._bufs["hc"], bottom[1].data, top[0].diff
         w_zr, w_c = W.data[: 2 * H], W.data[2 * H:]
-        dh = dstate[0]
-        dzr = _buffer(self._bufs, "dzr", (N, 2 * H))
-        dac, dhp, drh, dhp_gates = (_buffer(self._bufs, name, (N, H)) for name in ("dac", "dhp", "drh", "dhpg"))
-        record = self.record_hidden_diff
-        for t in range(T - 1, -1, -1):
-            K.gru_step_backward_output(act[t], hc[t], top_diff[t], dh, dzr, dac, dhp)
-            if record is not None:
-                record[t] = dh
-            np.matmul(dac, w_c, out=drh)
-            K.gru_step_backward_reset(act[t], hc[t], drh, dzr, dhp)
-            np.matmul(dzr, w_zr, out=dhp_gates)
-            K.gru_step_backward_state(dzr, dac, dhp, dhp_gates, cont[t], dgates[t], dh)
+        record_all = self.record_hidden_diff
+
+        def rows(k, lo, hi):
+            n = hi - lo
+            dzr = _buffer(self._bufs, f"dzr{k}", (n, 2 * H))
+            dac, dhp, drh, dhp_gates = (_buffer(self._bufs, f"{name}{k}", (n, H)) for name in ("dac", "dhp", "drh", "dhpg"))
+            dh, act, hc, cont = dstate[0, lo:hi], act_all[:, lo:hi], hc_all[:, lo:hi], cont_all[:, lo:hi]
+            top_diff, dgates = top_diff_all[:, lo:hi], dgates_all[:, lo:hi]
+            record = None if record_all is None else record_all[:, lo:hi]
+            for t in range(T - 1, -1, -1):
+                K.gru_step_backward_output(act[t], hc[t], top_diff[t], dh, dzr, dac, dhp)
+                if record is not None:
+                    record[t] = dh
+                np.matmul(dac, w_c, out=drh)
+                K.gru_step_backward_reset(act[t], hc[t], drh, dzr, dhp)
+                np.matmul(dzr, w_zr, out=dhp_gates)
+                K.gru_step_backward_state(dzr, dac, dhp, dhp_gates, cont[t], dgates[t], dh)
+
+        _run_parts(rows, N)
+        dgates = dgates_all
         if self.param_propagate_down[self.i_h]:
             d2 = dgates.reshape(T * N, 3 * H)
             tmp = _buffer(self._bufs, "grad_h", (3 * H, H))
-            np.matmul(d2[:, : 2 * H].T, self._bufs["hc"].reshape(T * N, H), out=tmp[: 2 * H])
-            np.matmul(d2[:, 2 * H:].T, self._bufs["rh"].reshape(T * N, H), out=tmp[2 * H:])
+            hc2, rh2 = self._bufs["hc"].reshape(T * N, H), self._bufs["rh"].reshape(T * N, H)
+            _gemm(d2[:, : 2 * H].T, hc2, tmp[: 2 * H], self._split)
+            _gemm(d2[:, 2 * H:].T, rh2, tmp[2 * H:], self._split)
             W.diff += tmp
         return dgates
 

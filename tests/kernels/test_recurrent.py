@@ -63,13 +63,16 @@ def test_rnn_step(case, sigmoid):
     N, H = SHAPES[case]
     rs = np.random.default_rng(1)
     a, rec = f32(rs.uniform(-2, 2, (N, H))), f32(rs.uniform(-2, 2, (N, H)))
+    cont = np.ones(N, np.float32)
+    cont[0] = 0  # the first stream starts a sequence: no recurrent term
     h = a.copy()
-    K.rnn_step_forward(h, rec, sigmoid)
+    K.rnn_step_forward(h, rec, cont, sigmoid)
 
     def f(pre):
         return sig(pre) if sigmoid else np.tanh(pre)
 
-    np.testing.assert_allclose(h, f(a.astype(np.float64) + rec), rtol=1e-6, atol=2e-7)
+    np.testing.assert_allclose(h, f(a.astype(np.float64) + cont[:, None] * rec), rtol=1e-6, atol=2e-7)
+    rec = cont[:, None] * rec  # what the step added: the backward below differentiates through it
     g, dh_rec = rs.uniform(-1, 1, (N, H)), f32(rs.uniform(-1, 1, (N, H)))
     da = f32(g)
     K.rnn_step_backward(h, dh_rec, sigmoid, da)
@@ -100,7 +103,7 @@ def test_lstm_step(case, peephole):
     peep = f32(rs.uniform(-0.5, 0.5, (3, H)) if peephole else np.zeros((3, H)))
     act, c, h = a.copy(), np.empty((N, H), np.float32), np.empty((N, H), np.float32)
     K.lstm_step_forward(act, rec, c_prev, cont, peep, c, h)
-    pre64, cp64, peep64 = a.astype(np.float64) + rec, c_prev.astype(np.float64), peep.astype(np.float64)
+    pre64, cp64, peep64 = a.astype(np.float64) + cont[:, None] * rec, c_prev.astype(np.float64), peep.astype(np.float64)
     eh, ec = lstm_step_ref(pre64, cp64, cont, peep64)
     np.testing.assert_allclose(h, eh, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(c, ec, rtol=1e-5, atol=1e-6)

@@ -261,6 +261,33 @@ def test_feature_layer_draws_nothing_and_learns_nothing(how):
     assert not any(chain.any() for chain in layer.get_state())  # frozen: chains untouched; TEST: none
 
 
+def test_products_run_on_one_blas_thread(monkeypatch):
+    """Forward and backward switch BLAS to one thread (threadpoolctl) and restore it after."""
+    from pycaffe_lite.layers import rbm as rbm_module
+
+    class FakeBlas:
+        def __init__(self):
+            self.threads, self.calls = 2, []
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, n):
+            self.calls.append(n)
+            self.threads = n
+
+    fake = FakeBlas()
+    monkeypatch.setattr(rbm_module, "_BLAS_LIBS", [fake])
+    seen = []
+    real_matmul = np.matmul
+    monkeypatch.setattr(rbm_module.np, "matmul", lambda *a, **k: seen.append(fake.threads) or real_matmul(*a, **k))
+    layer, bottom, top = setup_layer(rbm(), [data((4, 7))])
+    set_random_seed(1)
+    run(layer, bottom, top)
+    assert seen and set(seen) == {1}
+    assert fake.calls == [1, 2, 1, 2] and fake.threads == 2  # forward, then backward
+
+
 # ------------------------------------------------------------------------------ state
 def test_get_and_set_state():
     layer, _, _ = setup_layer(rbm("persistent: true"), [data((3, 7))])
