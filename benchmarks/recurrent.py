@@ -2,7 +2,7 @@
 units, 28 inputs per step (MNIST read row by row), forward + backward, float32.
 
     python benchmarks/recurrent.py [--reps 50] [--rounds 7] [--types LSTM GRU RNN] [--loop] [--blas]
-                                   [--torch] [--torch-threads 1]
+                                   [--split] [--torch] [--torch-threads K]
 
 Prints, per layer type, the best and median time of forward, backward and both over ``rounds``
 rounds of ``reps`` repetitions, and the cost per time step.  ``--loop`` also compares where the
@@ -12,10 +12,12 @@ loop inside Numba calling ``np.dot`` (SciPy's BLAS; needs SciPy); the two altern
 because this machine's speed drifts with the other processes on it.  ``--blas`` compares the
 layers' one-thread BLAS (pycaffe_lite/layers/recurrent.py, through threadpoolctl) with BLAS's own
 thread count, alternating in the same way; run it on an idle machine and again while another
-process keeps a core busy.  ``--torch`` times PyTorch's nn.LSTM / nn.GRU / nn.RNN (tanh) of the
+process keeps a core busy.  ``--split`` compares one time loop over all N streams with the two
+halves of the batch on two threads (what the layers do with two or more CPUs and N >= 16),
+alternating likewise.  ``--torch`` times PyTorch's nn.LSTM / nn.GRU / nn.RNN (tanh) of the
 same size on the same input and output gradient (forward + backward, dx included), alternating
 with ours round by round, and prints ours / PyTorch; ``--torch-threads`` sets PyTorch's thread
-count (default 1, as our layers' BLAS).  PyTorch is a peer, not a dependency: without it the
+count (default: as many threads as our layers use at N = 64: two with two or more CPUs, else one).  PyTorch is a peer, not a dependency: without it the
 comparison prints a line saying so and is skipped.  Caffe's RNN computes one more product than
 nn.RNN (its output layer o_t = tanh(W_ho h_t + b_o)), so its ratio is not like for like.
 
@@ -215,12 +217,16 @@ def compare_split(types, reps: int, rounds: int) -> None:
               f"two / one = {statistics.median(two) / statistics.median(one):.2f} (median)")
 
 
-def compare_torch(types, reps: int, rounds: int, threads: int) -> None:
+def compare_torch(types, reps: int, rounds: int, threads: int | None) -> None:
     try:
         import torch
     except ImportError:
         print("PyTorch is not installed: skipping the comparison with nn.LSTM / nn.GRU / nn.RNN")
         return
+    if threads is None:  # as many as our layers use at this batch size
+        import pycaffe_lite.layers.recurrent as R
+
+        threads = len(R._row_parts(N))
     torch.set_num_threads(threads)
     modules = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
     for type_ in types:
@@ -264,7 +270,8 @@ def main() -> None:
     parser.add_argument("--blas", action="store_true", help="compare one BLAS thread with BLAS's own count")
     parser.add_argument("--split", action="store_true", help="compare one time loop with two halves on two threads")
     parser.add_argument("--torch", action="store_true", help="compare with PyTorch's nn.LSTM/nn.GRU/nn.RNN")
-    parser.add_argument("--torch-threads", type=int, default=1, help="PyTorch's thread count (default 1)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch's thread count (default: as many as our layers use, 2 with 2+ CPUs)")
     args = parser.parse_args()
     for type_ in args.types:
         time_layer(type_, args.reps, args.rounds)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..blob import Blob
-from ..kernels.neuron import relu_backward, relu_forward
+from ..kernels.neuron import relu_backward, relu_backward_inplace, relu_forward, relu_forward_inplace
 from ..layer import TRAIN, Layer
 from ..registry import register_layer
 from ..rng import get_rng
@@ -53,15 +53,21 @@ class ReLULayer(NeuronLayer):
         self.negative_slope = float(self.layer_param.relu_param.negative_slope)
 
     def forward(self, bottom, top) -> None:
-        relu_forward(bottom[0].data.reshape(-1), self.negative_slope, top[0].data.reshape(-1))
+        if top[0] is bottom[0]:
+            relu_forward_inplace(top[0].data.reshape(-1), self.negative_slope)
+        else:
+            relu_forward(bottom[0].data.reshape(-1), self.negative_slope, top[0].data.reshape(-1))
 
     def backward(self, top, propagate_down, bottom) -> None:
         if not propagate_down[0]:
             return
         # Caffe's rule reads the bottom data; in place that is the top data, and
         # y > 0 exactly where x > 0 (for negative_slope >= 0).
-        relu_backward(bottom[0].data.reshape(-1), top[0].diff.reshape(-1), self.negative_slope,
-                      bottom[0].diff.reshape(-1))
+        x = bottom[0].data.reshape(-1)
+        if top[0] is bottom[0]:
+            relu_backward_inplace(x, self.negative_slope, bottom[0].diff.reshape(-1))
+        else:
+            relu_backward(x, top[0].diff.reshape(-1), self.negative_slope, bottom[0].diff.reshape(-1))
 
 
 @register_layer("Sigmoid", v1="SIGMOID")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pycaffe_lite.kernels.neuron import relu_backward, relu_forward
+from pycaffe_lite.kernels.neuron import relu_backward, relu_backward_inplace, relu_forward, relu_forward_inplace
 
 
 def _ref_forward(x, slope):
@@ -27,6 +27,12 @@ def test_relu_forward_and_backward_match_caffe_formulas(size, slope):
     dx = np.full(size, np.nan, np.float32)
     relu_backward(x, dy, slope, dx)
     np.testing.assert_allclose(dx, _ref_backward(x, dy, slope), rtol=1e-6, atol=0)
+    # the in-place forms give the same bits
+    y2 = x.copy()
+    relu_forward_inplace(y2, slope)
+    np.testing.assert_array_equal(y2, y)
+    relu_backward_inplace(x, slope, dy)
+    np.testing.assert_array_equal(dy, dx)
 
 
 def test_relu_in_place_nan_and_signed_zero():

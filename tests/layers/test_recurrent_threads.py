@@ -2,6 +2,10 @@
 numbers as one loop (up to float32 rounding), gradients through time, the gradnorm record, the
 fall-back to one loop, and errors from the worker thread."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +15,8 @@ from pycaffe_lite.testing import check_gradient
 
 from .layer_test_template import backward, forward, setup_layer
 from .test_recurrent import build, randomize_peepholes, recurrent
+
+GRADIENT_CHECKED = {"RNN", "LSTM", "GRU"}
 
 
 @pytest.fixture
@@ -30,6 +36,7 @@ CASES = [
     ("GRU", "expose_hidden: true", False),
 ]
 T, N, I, H, S = 5, 7, 3, 4, 2
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(type_, extra, static, record=False):
@@ -115,3 +122,29 @@ def test_an_error_on_the_worker_thread_reaches_the_caller(split):
     with pytest.raises(ValueError, match="part 1 rows 2:4 failed"):
         R._run_parts(rows, 4)
     assert sorted(seen) == [(0, 0, 2), (1, 2, 4)]
+
+
+def test_the_worker_thread_does_not_keep_the_process_alive(tmp_path):
+    """A script whose layer ran on two threads exits by itself (and a forked child gets its own
+    worker: the parent's thread does not exist there)."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import numpy as np\n"
+        "import pycaffe_lite.layers.recurrent as R\n"
+        "R.SPLIT_MIN_N, R._CPUS, R._blas_can_be_serial = 2, 2, lambda: True\n"
+        "seen = []\n"
+        "rows = lambda k, lo, hi: seen.append((k, lo, hi, os.getpid()))\n"
+        "assert R._run_parts(rows, 4) == 2\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    seen.clear()\n"
+        "    R._run_parts(rows, 4)\n"
+        "    os._exit(0 if sorted(s[:3] for s in seen) == [(0, 0, 2), (1, 2, 4)] else 3)\n"
+        "assert os.waitpid(pid, 0)[1] == 0\n"
+        "print('done', R._POOL is not None)\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "done True"
