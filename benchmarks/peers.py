@@ -1,7 +1,7 @@
 """pycaffe_lite against PyTorch (CPU), side by side, printed as Markdown tables.
 
     python benchmarks/peers.py                    # everything, about 2-3 minutes
-    python benchmarks/peers.py --quick            # a ~30 s smoke run (fewer, shorter rounds)
+    python benchmarks/peers.py --quick            # a smoke run of under a minute (fewer, shorter rounds)
     python benchmarks/peers.py --sections memory --long   # RSS after 1,000 vs 10,000 iterations
     python benchmarks/peers.py --sections train,layers --threads 1
 
@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -683,12 +684,15 @@ def section_startup(b: Bench | None, out: list, args) -> None:
                 'max_iter: 2 snapshot: 0 snapshot_after_train: false\n')
     plite = [sys.executable, "-m", "pycaffe_lite.cli", "train", "--solver", solver, "--no-progress"]
     env = dict(os.environ)
-    cached_runs = [_first_iteration(plite, env) for _ in range(2 if args.quick else 3)]  # the first may write the cache
-    cached = statistics.median(r[0] for r in cached_runs[1:])
-    cold_env = dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="cold_", dir=tmp))
-    cold, _, _ = _first_iteration(plite, cold_env)
-    probe_env = dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="probe_", dir=tmp))
-    _, _, err = _first_iteration([sys.executable, "-c", _PROBE, str(time.time()), *plite[3:]], probe_env)
+    try:
+        cached_runs = [_first_iteration(plite, env) for _ in range(2 if args.quick else 3)]  # the 1st may fill the cache
+        cached = statistics.median(r[0] for r in cached_runs[1:])
+        cold_env = dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="cold_", dir=tmp))
+        cold, _, _ = _first_iteration(plite, cold_env)
+        probe_env = dict(env, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="probe_", dir=tmp))
+        _, _, err = _first_iteration([sys.executable, "-c", _PROBE, str(time.time()), *plite[3:]], probe_env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     compile_s = {}
     for line in err.splitlines():
         if line.startswith("COMPILE "):

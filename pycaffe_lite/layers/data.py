@@ -79,7 +79,7 @@ class DataLayer(Layer):
             self._prefetch()
 
     def _prefetch(self) -> None:
-        """Start decoding the batch at ``self._next`` into the free buffer pair."""
+        """Start decoding the cursor's next batch into the free buffer pair, on the thread."""
         self._pending = self._executor.submit(self.cursor.next_batch, self.batch_size, self._buffers[self._slot])
 
     def _check_backend(self, p) -> None:

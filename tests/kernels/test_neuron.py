@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from pycaffe_lite.kernels.neuron import relu_backward, relu_backward_inplace, relu_forward, relu_forward_inplace
+from pycaffe_lite.kernels.neuron import (
+    relu_backward,
+    relu_backward_inplace,
+    relu_forward,
+    relu_forward_inplace,
+)
 
 
 def _ref_forward(x, slope):
