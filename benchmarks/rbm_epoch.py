@@ -138,6 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sklearn", action="store_true", help="also time scikit-learn's BernoulliRBM")
     ap.add_argument("--sklearn-only", action="store_true", help="time only scikit-learn's BernoulliRBM")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
+    ap.add_argument("--serial", action="store_true",
+                    help="run the RBM layer's products on the calling thread only (no split over two threads)")
     ap.add_argument("--sklearn-blas-threads", type=int, default=0,
                     help="run scikit-learn's fit on this many BLAS threads (default: BLAS's own choice)")
     args = ap.parse_args(argv)
@@ -153,6 +155,10 @@ def main(argv=None) -> None:
     import logging
 
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
+    if args.serial:
+        from pycaffe_lite.layers import rbm
+
+        rbm.MIN_SPLIT_MACS = float("inf")
     from pycaffe_lite.data.mnist import prepare_mnist
 
     iters = N_TRAIN // args.batch

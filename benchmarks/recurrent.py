@@ -21,13 +21,21 @@ count (default: as many threads as our layers use at N = 64: two with two or mor
 comparison prints a line saying so and is skipped.  Caffe's RNN computes one more product than
 nn.RNN (its output layer o_t = tanh(W_ho h_t + b_o)), so its ratio is not like for like.
 
-Measured with ``--torch`` (PyTorch 2.13.0+cpu, one thread each, 2-core AMD EPYC shared with other
-jobs, three runs of ``--reps 10 --rounds 5``), ours / PyTorch, medians: LSTM 1.54-1.70, GRU
-0.58-0.61, RNN 0.97-1.01.  The LSTM's time is GEMMs (the per-step recurrent products forward and
-backward and the weight gradient, ~75%; the gate kernels ~15%), and PyTorch runs them in MKL and
-oneDNN with AVX-512 while NumPy's OpenBLAS here runs the Haswell (AVX2) kernel that this
-machine's environment selects (``OPENBLAS_CORETYPE=Haswell``): with ``OPENBLAS_CORETYPE=SkylakeX``
-the LSTM ratio was 1.17-1.22 in the same kind of paired run (1.63-1.65 with Haswell).
+PyTorch runs in a child process (see :func:`torch_worker`): in our process, ``import torch``
+stops our two threads from overlapping.
+
+Measured on the 2-core AMD EPYC shared with other jobs, with ``OPENBLAS_CORETYPE`` and
+``OPENBLAS_L2_SIZE`` unset for the run (NumPy's OpenBLAS then runs its SkylakeX kernel; this
+machine's environment selects Haswell for older OpenBLAS builds), ``--reps 10 --rounds 5``, ours /
+PyTorch medians.  One loop on one BLAS thread (before the two-thread split) against PyTorch on
+one thread: LSTM 1.24, GRU 0.45, RNN 0.71.  Two threads, in the quietest runs: LSTM 0.86-1.01
+against PyTorch on one thread (4.2-5.0 vs 4.9 ms) and 0.42-0.54 against PyTorch on two (which is
+slower here than on one), GRU 0.41-0.50, RNN 0.58-0.82; while other jobs hold the second core the
+LSTM's ratio goes back to 1.2-1.5.  ``--split`` with the second core free: LSTM 4.2 vs 6.4 ms,
+GRU 3.6 vs 4.7, RNN 2.3 vs 2.6 (two threads vs one loop); with both cores busy 1.17-1.22x slower.
+The LSTM's time is GEMMs (the per-step recurrent products and, as large, the weight gradient, dx
+and the input transform), and PyTorch runs them in MKL and oneDNN with AVX-512: with the Haswell
+kernel OpenBLAS is ~1.3x slower than with SkylakeX on them.
 """
 import os
 
@@ -217,46 +225,73 @@ def compare_split(types, reps: int, rounds: int) -> None:
               f"two / one = {statistics.median(two) / statistics.median(one):.2f} (median)")
 
 
+def torch_worker(type_: str, threads: int, reps: int) -> None:
+    """The PyTorch side of ``--torch``, in its own process: importing torch into ours stops our
+    two threads from running at once (measured: LSTM 4.2 ms before ``import torch``, 7.3-17 ms
+    after, with as much CPU time), so the parent times ours and asks this process for PyTorch's
+    rounds, one line each ("go" -> milliseconds per repetition; end of input -> exit)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    modules = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
+    _, bottom, top = make(type_)  # the same input and output gradient as the parent's layer
+    module = modules[type_](I, H)  # time-major (T, N, I), tanh for the RNN
+    x = torch.from_numpy(bottom[0].data.copy()).requires_grad_(True)
+    dy = torch.from_numpy(top[0].diff.copy())
+
+    def theirs():
+        module.zero_grad(set_to_none=False)
+        x.grad = None
+        y, _ = module(x)
+        y.backward(dy)
+
+    theirs()
+    print(torch.__version__, flush=True)
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            theirs()
+        print((time.perf_counter() - t0) / reps * 1e3, flush=True)
+
+
 def compare_torch(types, reps: int, rounds: int, threads: int | None) -> None:
-    try:
-        import torch
-    except ImportError:
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("torch") is None:
         print("PyTorch is not installed: skipping the comparison with nn.LSTM / nn.GRU / nn.RNN")
         return
     if threads is None:  # as many as our layers use at this batch size
         import pycaffe_lite.layers.recurrent as R
 
         threads = len(R._row_parts(N))
-    torch.set_num_threads(threads)
-    modules = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU, "RNN": torch.nn.RNN}
     for type_ in types:
         layer, bottom, top = make(type_)
-        module = modules[type_](I, H)  # time-major (T, N, I), tanh for the RNN
-        x = torch.from_numpy(bottom[0].data.copy()).requires_grad_(True)
-        dy = torch.from_numpy(top[0].diff.copy())
 
         def ours(layer=layer, bottom=bottom, top=top):
             layer.run_forward(bottom, top)
             layer.run_backward(top, [True, False], bottom)
 
-        def theirs(module=module, x=x, dy=dy):
-            module.zero_grad(set_to_none=False)
-            x.grad = None
-            y, _ = module(x)
-            y.backward(dy)
-
         ours()
-        theirs()
+        worker = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--torch-worker", type_, str(threads), str(reps)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        version = worker.stdout.readline().strip()
         times = {"ours": [], "torch": []}
         for _ in range(rounds):
-            for name, fn in (("ours", ours), ("torch", theirs)):
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                times[name].append((time.perf_counter() - t0) / reps * 1e3)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                ours()
+            times["ours"].append((time.perf_counter() - t0) / reps * 1e3)
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+            times["torch"].append(float(worker.stdout.readline()))
+        worker.stdin.close()
+        worker.wait()
         mo, mt = statistics.median(times["ours"]), statistics.median(times["torch"])
         print(f"{type_:5s} T={T} N={N} H={H} forward+backward: ours {mo:.2f} ms (best {min(times['ours']):.2f}), "
-              f"PyTorch {torch.__version__} nn.{type_} ({threads} thread(s)) {mt:.2f} ms (best "
+              f"PyTorch {version} nn.{type_} ({threads} thread(s)) {mt:.2f} ms (best "
               f"{min(times['torch']):.2f}); per step {mo / T * 1e3:.0f} vs {mt / T * 1e3:.0f} us; "
               f"ours / PyTorch = {mo / mt:.2f} (median), {min(times['ours']) / min(times['torch']):.2f} (best)")
 
@@ -272,7 +307,12 @@ def main() -> None:
     parser.add_argument("--torch", action="store_true", help="compare with PyTorch's nn.LSTM/nn.GRU/nn.RNN")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="PyTorch's thread count (default: as many as our layers use, 2 with 2+ CPUs)")
+    parser.add_argument("--torch-worker", nargs=3, metavar=("TYPE", "THREADS", "REPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.torch_worker:
+        type_, threads, reps = args.torch_worker
+        torch_worker(type_, int(threads), int(reps))
+        return
     for type_ in args.types:
         time_layer(type_, args.reps, args.rounds)
     if args.loop:

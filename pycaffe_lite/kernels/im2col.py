@@ -9,10 +9,15 @@ with ``OH = conv_out_size(H, kh, ph, sh, dh)`` (likewise ``OW``).  Let ``K = C*k
 Caffe, ``k = c*kh*kw + i*kw + j`` (so a Caffe weight blob ``(Cout, C, kh, kw)`` reshaped to
 ``(Cout, K)`` multiplies them as is), and output pixels as ``q = n*P + oh*OW + ow``.
 
-Two layouts of the same matrix, each with its adjoint:
+Three layouts of the same matrix, each with its adjoint (the Convolution layer calls them on a
+chunk of images at a time, so ``N`` there is the chunk):
 
-``im2col_batch`` / ``col2im_batch`` -- ``col (K, N*P)``, ``col[k, q]``.  **The Convolution layer
-    should use this one.**  Caffe's per-image column buffer, images concatenated along columns.
+``im2row_nhwc`` / ``row2im_nhwc`` -- ``rows (N*P, K)`` from a channels-last ``xh (N, H, W, C)``,
+    columns ordered ``(i, j, c)``; see the section at the end.  The layer's path when a kernel
+    row holds many floats (``kw*C``) and group == 1.
+
+``im2col_batch`` / ``col2im_batch`` -- ``col (K, N*P)``, ``col[k, q]``.  The layer's path for
+    few channels and for groups.  Caffe's per-image column buffer, images concatenated along columns.
     Forward for group g (rows ``g*K_g:(g+1)*K_g`` of col, ``K_g = C/group*kh*kw``):
     ``W_g (Cout_g, K_g) @ col_g -> (Cout_g, N*P)``, then one copy to ``(N, Cout, OH, OW)``.
     Backward: ``dW_g += dy_g @ col_g.T``; ``dcol_g = W_g.T @ dy_g``; col2im; with
@@ -312,3 +317,111 @@ def row2im_batch(rows, geom, out_x):
                         ud = _U(max(ow_lo * sw + woff, 0))
                         for t in range(_U(0), nvalid):
                             dst[ud + t * usw] += colk[uq + t]
+
+
+# ---------------------------------------------------------------------------------------------
+# Channels-last rows, for the Convolution layer's chunked path.
+#
+# ``xh (N, H, W, C)`` (NHWC) -> ``rows (N*OH*OW, kh*kw*C)`` with columns ordered
+# ``k = (i*kw + j)*C + c``: for an output pixel and a kernel row ``i`` the ``kw*C`` entries are one
+# contiguous stretch of ``xh[n, h]`` when ``dw == 1``, so a copy of kw*C floats replaces kw*C
+# scattered reads.  A Caffe weight blob ``(Cout, C, kh, kw)`` transposed to ``(Cout, kh, kw, C)``
+# multiplies these rows.  Zero padding as in :func:`im2col_batch`.
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def im2row_nhwc(xh, geom, out_rows):
+    """``xh (N, H, W, C)`` -> ``out_rows (N*OH*OW, kh*kw*C)``; every element is written.
+
+    ``out_rows[n*P + oh*OW + ow, (i*kw + j)*C + c] = xh[n, oh*sh - ph + i*dh, ow*sw - pw + j*dw, c]``
+    (0 outside the image), ``P = OH*OW``.
+    """
+    N = xh.shape[0]
+    C = geom[G_C]
+    H = geom[G_H]
+    W = geom[G_W]
+    kh = geom[G_KH]
+    kw = geom[G_KW]
+    sh = geom[G_SH]
+    sw = geom[G_SW]
+    ph = geom[G_PH]
+    pw = geom[G_PW]
+    dh = geom[G_DH]
+    dw = geom[G_DW]
+    OH = geom[G_OH]
+    OW = geom[G_OW]
+    uC = _U(C)
+    for task in prange(N * OH):       # one (image, output row) per task
+        n = task // OH
+        oh = task - n * OH
+        for ow in range(OW):
+            dst = out_rows[(n * OH + oh) * OW + ow]
+            w0 = ow * sw - pw
+            j_lo, j_hi = _valid_range(w0, dw, kw, W)
+            for i in range(kh):
+                k0 = i * kw * C
+                h = oh * sh - ph + i * dh
+                if h < 0 or h >= H:
+                    _zero(dst, k0, k0 + kw * C)
+                    continue
+                _zero(dst, k0, k0 + j_lo * C)
+                _zero(dst, k0 + j_hi * C, k0 + kw * C)
+                src = xh[n, h].reshape(-1)    # (W*C,) contiguous
+                if dw == 1:
+                    ud = _U(k0 + j_lo * C)
+                    us = _U(max(w0 + j_lo, 0) * C)
+                    for t in range(_U(0), _U((j_hi - j_lo) * C)):
+                        dst[ud + t] = src[us + t]
+                else:
+                    for j in range(j_lo, j_hi):
+                        ud = _U(k0 + j * C)
+                        us = _U((w0 + j * dw) * C)
+                        for t in range(_U(0), uC):
+                            dst[ud + t] = src[us + t]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def row2im_nhwc(rows, geom, out_xh):
+    """Adjoint of :func:`im2row_nhwc`: ``rows (N*OH*OW, kh*kw*C)`` -> ``out_xh (N, H, W, C)``.
+
+    ``out_xh`` is zeroed here, then every entry is added to the pixel it was read from (entries
+    from padding are dropped).  Each (image, input row) is one task that gathers what falls on
+    it, so there are no write races; per pixel the sum runs over (i, j) in increasing order.
+    """
+    N = out_xh.shape[0]
+    C = geom[G_C]
+    H = geom[G_H]
+    W = geom[G_W]
+    kh = geom[G_KH]
+    kw = geom[G_KW]
+    sh = geom[G_SH]
+    sw = geom[G_SW]
+    ph = geom[G_PH]
+    pw = geom[G_PW]
+    dh = geom[G_DH]
+    dw = geom[G_DW]
+    OH = geom[G_OH]
+    OW = geom[G_OW]
+    uC = _U(C)
+    for task in prange(N * H):        # one (image, input row) per task
+        n = task // H
+        h = task - n * H
+        dst = out_xh[n, h].reshape(-1)   # (W*C,) contiguous
+        _zero(dst, 0, W * C)
+        for i in range(kh):
+            t_h = h + ph - i * dh        # = oh*sh
+            if t_h < 0 or t_h % sh != 0:
+                continue
+            oh = t_h // sh
+            if oh >= OH:
+                continue
+            for j in range(kw):
+                woff = j * dw - pw
+                ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
+                k0 = (i * kw + j) * C
+                for ow in range(ow_lo, ow_hi):
+                    src = rows[(n * OH + oh) * OW + ow]
+                    ud = _U((ow * sw + woff) * C)
+                    us = _U(k0)
+                    for t in range(_U(0), uC):
+                        dst[ud + t] += src[us + t]

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_bias_half(a, bias, out):
     """``out[r, j] = 0.5 * (a[r, j] + bias[j])``: the tanh argument of ``sigmoid(a + bias)``
     (``out`` may be ``a``)."""
@@ -35,7 +35,7 @@ def add_bias_half(a, bias, out):
             orow[j] = half * (ar[j] + bias[j])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sigmoid_from_tanh(t, out):
     """``out = 0.5 * t + 0.5`` with ``t = tanh(z / 2)``, i.e. ``sigmoid(z)`` (``out`` may be ``t``)."""
     half = np.float32(0.5)
@@ -46,7 +46,7 @@ def sigmoid_from_tanh(t, out):
             orow[j] = half * tr[j] + half
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sigmoid_from_tanh_sample(t, u, out_p, out_s):
     """``p = 0.5 * t + 0.5``; ``out_p = p``; ``out_s = 1 if u < p else 0`` (Bernoulli(p) for ``u``
     uniform on [0, 1): p = 0 never fires, p = 1 always does).  Any of the outputs may be ``t``;
@@ -65,7 +65,7 @@ def sigmoid_from_tanh_sample(t, u, out_p, out_s):
             sr[j] = one if ur[j] < p else zero
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def hidden_data(t, out_p, out_neg):
     """Data-driven hidden probabilities from ``t = tanh(z / 2)``: ``out_p = p`` (the top) and
     ``out_neg = -p`` (the positive statistics, negated for the gradient product)."""
@@ -80,7 +80,7 @@ def hidden_data(t, out_p, out_neg):
             nr[j] = -p
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def hidden_data_sample(t, u, out_p, out_neg, out_s):
     """:func:`hidden_data` plus the sample that starts a CD chain: ``out_s = 1 if u < p else 0``."""
     half = np.float32(0.5)
@@ -99,7 +99,7 @@ def hidden_data_sample(t, u, out_p, out_neg, out_s):
             sr[j] = one if ur[j] < p else zero
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def copy_min_max(x, out):
     """``out[...] = x`` (2-D, same shape) and return ``(min, max)`` of ``x`` (NaN if any is NaN)."""
     lo = np.float32(np.inf)
@@ -120,14 +120,14 @@ def copy_min_max(x, out):
     return lo, hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_scaled(x, alpha, out):
     """``out += alpha * x`` (1-D, same size): a parameter diff accumulating a statistic."""
     for i in range(out.size):
         out[i] = out[i] + alpha * x[i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def signed_column_sums_add(a, split, alpha, scratch, out):
     """``out[j] += alpha * (sum_{r >= split} a[r, j] - sum_{r < split} a[r, j])``.
 
@@ -150,7 +150,7 @@ def signed_column_sums_add(a, split, alpha, scratch, out):
         out[j] = out[j] + np.float32(alpha * scratch[j])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def free_energy_rows(x, pre, b, c, gaussian, out):
     """Free energy of each row of ``x`` (N, V), given ``pre = x W^T`` (N, H) without the bias.
 
@@ -179,7 +179,7 @@ def free_energy_rows(x, pre, b, c, gaussian, out):
         out[n] = vis - hid
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def squared_error_sum(x, r):
     """``sum((x - r)^2)`` over all elements (2-D, same shape), accumulated in float64."""
     s = 0.0

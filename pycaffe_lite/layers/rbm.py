@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._split import available_cpus, run_halves, split_point
 from ..errors import DataError
 from ..kernels import sampling as K
 from ..layer import TRAIN, Layer
@@ -14,6 +15,10 @@ from ..rng import get_rng
 
 BERNOULLI = caffe_pb2.RBMParameter.BERNOULLI
 GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
+
+#: the layer splits its products over two threads when N * H * V (multiply-adds per product) is
+#: at least this (and two processors are available): below it the hand-over costs more than it saves
+MIN_SPLIT_MACS = 1 << 20
 
 #: threadpoolctl's BLAS libraries, looked up once (False: threadpoolctl is not installed)
 _BLAS_LIBS = None
@@ -192,6 +197,14 @@ class RBMLayer(Layer):
         self._R = np.empty((N, V), f32)       # mean-field reconstruction (top 1)
         self._fe = np.empty(N, np.float64)
         self._N = N
+        # Two cores without BLAS's threads (see pycaffe_lite/_split.py): products big enough to
+        # pay the ~15 us hand-over are split in halves of the hidden / visible units.
+        if available_cpus() >= 2 and N * H * V >= MIN_SPLIT_MACS and min(H, V) >= 2:
+            h, v = split_point(H), split_point(V)
+            self._h_halves = (slice(0, h), slice(h, H))
+            self._v_halves = (slice(0, v), slice(v, V))
+        else:
+            self._h_halves = self._v_halves = None
 
     def reshape(self, bottom, top) -> None:
         x = bottom[0]
@@ -246,24 +259,78 @@ class RBMLayer(Layer):
         K.add_bias_half(a, bias, t)
         np.tanh(t, out=t)
 
-    def _visible(self, v: np.ndarray, sample: bool) -> None:
-        """``v`` holds ``h W``: make it P(x|h) / E[x|h], or a sample of x|h."""
-        b = self.blobs[1].data
-        rows = v.shape[0]
+    # The work is written per slice of the hidden units (``j`` in the ``_h_*`` methods: columns of
+    # A, T, P, the top and the chain; rows of W) or of the visible units (``j`` in the ``_v_*``
+    # methods: columns of Q and R; columns of W), so that it runs either whole (``slice(None)``)
+    # or as two halves on two threads (``_across``); each half writes only its own part of the
+    # preallocated outputs and reads the same inputs, so the numbers do not depend on the split.
+    # Random numbers are drawn for the whole batch before a split, in the serial order.
+    def _across(self, fn, halves) -> None:
+        if halves is None:
+            fn(slice(None))
+        else:
+            run_halves(fn, *halves)
+
+    def _draw_visible_noise(self) -> None:
+        if self.gaussian:
+            get_rng().standard_normal(out=self._uv, dtype=np.float32)
+        else:
+            get_rng().random(out=self._uv, dtype=np.float32)
+
+    def _visible(self, v: np.ndarray, j: slice, sample: bool) -> None:
+        """``v`` holds ``h W[:, j]``: make it P(x|h) / E[x|h], or a sample of x|h (with the noise
+        drawn by :meth:`_draw_visible_noise`)."""
+        b = self.blobs[1].data[j]
         if self.gaussian:
             np.add(v, b, out=v)
             if sample:
-                z = self._uv[:rows]
-                get_rng().standard_normal(out=z, dtype=np.float32)
-                np.add(v, z, out=v)
+                np.add(v, self._uv[:, j], out=v)
             return
         self._tanh_half(v, b, v)
         if sample:
-            u = self._uv[:rows]
-            get_rng().random(out=u, dtype=np.float32)
-            K.sigmoid_from_tanh_sample(v, u, v, v)
+            K.sigmoid_from_tanh_sample(v, self._uv[:, j], v, v)
         else:
             K.sigmoid_from_tanh(v, v)
+
+    def _h_features(self, j: slice) -> None:
+        """Feature layer: top = P(h|x), no statistics."""
+        N = self._N
+        np.matmul(self._x, self.blobs[0].data[j].T, out=self._A[:N, j])
+        self._tanh_half(self._A[:N, j], self.blobs[2].data[j], self._T[:N, j])
+        K.sigmoid_from_tanh(self._T[:N, j], self._top[:, j])
+
+    def _h_data_cd(self, j: slice) -> None:
+        """CD: h_data = P(h|x) into the top and (negated) the statistics; h0 ~ h_data."""
+        N = self._N
+        A, T = self._A[:N, j], self._T[:N, j]
+        np.matmul(self._x, self.blobs[0].data[j].T, out=A)
+        self._tanh_half(A, self.blobs[2].data[j], T)
+        K.hidden_data_sample(T, self._uh[:, j], self._top[:, j], self._P[:N, j], self._hs[:, j])
+
+    def _v_model(self, j: slice) -> None:
+        """x_model = P(x|h) (sampled if sample_visible) from the chain's hidden states."""
+        q = self._Q[self._N:, j]
+        np.matmul(self._hsrc, self.blobs[0].data[:, j], out=q)
+        self._visible(q, j, self.sample_visible)
+
+    def _h_model(self, j: slice) -> None:
+        """h_model = P(h | rows of Q) (the data too at PCD's first step); the chain's next hidden
+        sample unless this was CD's last step; at PCD's first step also the data's P(h|x)."""
+        N, rows = self._N, self._rows
+        A, T = self._A[rows, j], self._T[rows, j]
+        np.matmul(self._Q[rows], self.blobs[0].data[j].T, out=A)
+        self._tanh_half(A, self.blobs[2].data[j], T)
+        if rows.start == 0:
+            K.hidden_data(self._T[:N, j], self._top[:, j], self._P[:N, j])
+        if self._sample_next:
+            K.sigmoid_from_tanh_sample(self._T[N:, j], self._uh[:, j], self._P[N:, j], self._hnext[:, j])
+        else:
+            K.sigmoid_from_tanh(self._T[N:, j], self._P[N:, j])
+
+    def _v_recon(self, j: slice) -> None:
+        """Top 1's mean-field reconstruction E[x | h = P(h|x)]."""
+        np.matmul(self._top, self.blobs[0].data[:, j], out=self._R[:, j])
+        self._visible(self._R[:, j], j, sample=False)
 
     def forward(self, bottom, top) -> None:
         with _SerialBlas():
@@ -277,22 +344,18 @@ class RBMLayer(Layer):
             raise self._range_error(bottom[0], float(lo), float(hi))
         W = self.blobs[0].data
         c = self.blobs[2].data
-        h_top = top[0].data
+        self._x, self._top = x, top[0].data
         self._stats_ready = self.phase == TRAIN and any(self.param_propagate_down)
         if not self._stats_ready:
-            np.matmul(x, W.T, out=self._A[:N])
-            self._tanh_half(self._A[:N], c, self._T[:N])
-            K.sigmoid_from_tanh(self._T[:N], h_top)
+            self._across(self._h_features, self._h_halves)
         elif self.persistent:
-            self._pcd_chain(h_top)
+            self._pcd_chain()
         else:
-            self._cd_chain(x, h_top)
+            self._cd_chain()
         # The statistics live in P and Q, not in the top: a layer above may work in place on it.
         if len(top) > 1:
-            r = self._R
-            np.matmul(h_top, W, out=r)
-            self._visible(r, sample=False)
-            top[1].data[...] = K.squared_error_sum(x, r) / N
+            self._across(self._v_recon, self._v_halves)
+            top[1].data[...] = K.squared_error_sum(x, self._R) / N
         if len(top) > 2:
             held_blob = bottom[1]
             xh = held_blob.data.reshape(self._M, self.V)
@@ -302,48 +365,43 @@ class RBMLayer(Layer):
             K.free_energy_rows(x, self._A[:N], b, c, self.gaussian, self._fe)
             K.free_energy_rows(xh, self._Ah, b, c, self.gaussian, self._feh)
             top[2].data[...] = self._fe.mean() - self._feh.mean()
+        self._x = self._top = None
 
     def _sample_uniforms(self) -> np.ndarray:
         get_rng().random(out=self._uh, dtype=np.float32)
         return self._uh
 
-    def _cd_chain(self, x: np.ndarray, h_top: np.ndarray) -> None:
+    def _cd_chain(self) -> None:
         """CD-k: h_data = P(h|x) (top and statistics) and h0 ~ h_data; then k steps of
         x_model = P(x|h) (sampled if sample_visible), h_model = P(h|x_model), h ~ h_model."""
         N = self._N
-        W = self.blobs[0].data
-        c = self.blobs[2].data
-        A, T, P, Q, hs = self._A, self._T, self._P, self._Q, self._hs
-        np.matmul(x, W.T, out=A[:N])
-        self._tanh_half(A[:N], c, T[:N])
-        K.hidden_data_sample(T[:N], self._sample_uniforms(), h_top, P[:N], hs)
+        self._sample_uniforms()
+        self._across(self._h_data_cd, self._h_halves)
+        self._hsrc = self._hnext = self._hs
+        self._rows = slice(N, 2 * N)
         for step in range(self.cd_k):
-            np.matmul(hs, W, out=Q[N:])
-            self._visible(Q[N:], self.sample_visible)
-            np.matmul(Q[N:], W.T, out=A[N:])
-            self._tanh_half(A[N:], c, T[N:])
-            if step + 1 < self.cd_k:
-                K.sigmoid_from_tanh_sample(T[N:], self._sample_uniforms(), P[N:], hs)
-            else:
-                K.sigmoid_from_tanh(T[N:], P[N:])
+            if self.sample_visible:
+                self._draw_visible_noise()
+            self._across(self._v_model, self._v_halves)
+            self._sample_next = step + 1 < self.cd_k
+            if self._sample_next:
+                self._sample_uniforms()
+            self._across(self._h_model, self._h_halves)
 
-    def _pcd_chain(self, h_top: np.ndarray) -> None:
+    def _pcd_chain(self) -> None:
         """PCD-k: each step x_model = P(x|h) from the chains' hidden states, h_model =
         P(h|x_model), chains <- h ~ h_model.  The first step computes the data's hidden
         probabilities in the same product: [x; x_model] W^T."""
         N = self._N
-        W = self.blobs[0].data
-        c = self.blobs[2].data
-        A, T, P, Q = self._A, self._T, self._P, self._Q
+        self._hsrc = self._hnext = self.chain
+        self._sample_next = True
         for step in range(self.cd_k):
-            np.matmul(self.chain, W, out=Q[N:])
-            self._visible(Q[N:], self.sample_visible)
-            rows = slice(0, 2 * N) if step == 0 else slice(N, 2 * N)
-            np.matmul(Q[rows], W.T, out=A[rows])
-            self._tanh_half(A[rows], c, T[rows])
-            if step == 0:
-                K.hidden_data(T[:N], h_top, P[:N])
-            K.sigmoid_from_tanh_sample(T[N:], self._sample_uniforms(), P[N:], self.chain)
+            if self.sample_visible:
+                self._draw_visible_noise()
+            self._across(self._v_model, self._v_halves)
+            self._rows = slice(0, 2 * N) if step == 0 else slice(N, 2 * N)
+            self._sample_uniforms()
+            self._across(self._h_model, self._h_halves)
 
     # ---------------------------------------------------------------- backward
     def backward(self, top, propagate_down, bottom) -> None:
@@ -355,16 +413,22 @@ class RBMLayer(Layer):
         with _SerialBlas():
             self._backward_params()
 
+    def _h_weight_diff(self, j: slice) -> None:
+        """Rows ``j`` of ``dW += (-h_data^T x + h_model^T x_model) / N`` (one product P^T Q)."""
+        G = self._G[j]
+        np.matmul(self._P[:, j].T, self._Q, out=G)
+        K.add_scaled(G.reshape(-1), self._inv_n, self.blobs[0].diff[j].reshape(-1))
+
     def _backward_params(self) -> None:
         N = self._N
         inv_n = np.float32(1.0 / N)
-        W, b, c = self.blobs
+        _, b, c = self.blobs
         if self._G is None:
             self._G = np.empty((self.H, self.V), np.float32)
             self._scratch = np.empty(max(self.H, self.V), np.float64)
         if self.param_propagate_down[0]:
-            np.matmul(self._P.T, self._Q, out=self._G)  # -h_data^T x + h_model^T x_model
-            K.add_scaled(self._G.reshape(-1), inv_n, W.diff.reshape(-1))
+            self._inv_n = inv_n
+            self._across(self._h_weight_diff, self._h_halves)
         if self.param_propagate_down[1]:
             K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
         if self.param_propagate_down[2]:

@@ -10,8 +10,10 @@ from pycaffe_lite.kernels.im2col import (
     conv_out_size,
     im2col_batch,
     im2row_batch,
+    im2row_nhwc,
     make_geom,
     row2im_batch,
+    row2im_nhwc,
 )
 
 # (N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw)
@@ -169,3 +171,31 @@ def test_make_geom_layout_and_validation():
         make_geom(1, 4, 4, 3, 3, sh=0)
     with pytest.raises(ValueError, match="pads >= 0"):
         make_geom(1, 4, 4, 3, 3, ph=-1)
+
+
+def _nhwc_order(mat, geom):
+    """(K, N*P) in Caffe's column order (c, i, j) -> (N*P, K) in channels-last order (i, j, c)."""
+    C, kh, kw = int(geom[0]), int(geom[3]), int(geom[4])
+    return mat.reshape(C, kh, kw, -1).transpose(3, 1, 2, 0).reshape(mat.shape[1], -1)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_im2row_nhwc_is_im2col_in_channels_last_order(case):
+    x, geom = _setup(case)
+    N, C = x.shape[:2]
+    rows = np.full((N * int(geom[11] * geom[12]), C * int(geom[3] * geom[4])), np.nan, np.float32)
+    im2row_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), geom, rows)
+    np.testing.assert_array_equal(rows, _nhwc_order(ref_im2col(x, geom), geom))  # and no NaN left
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_row2im_nhwc_matches_col2im_and_overwrites(case):
+    x, geom = _setup(case)
+    N, C, H, W = x.shape
+    K, P = C * int(geom[3] * geom[4]), int(geom[11] * geom[12])
+    col = np.random.default_rng(5).standard_normal((K, N * P)).astype(np.float32)
+    expected = np.empty_like(x)
+    col2im_batch(col, geom, expected)
+    out = np.full((N, H, W, C), np.nan, np.float32)
+    row2im_nhwc(np.ascontiguousarray(_nhwc_order(col, geom)), geom, out)
+    np.testing.assert_allclose(out.transpose(0, 3, 1, 2), expected, rtol=1e-5, atol=1e-5)

@@ -143,3 +143,28 @@ def test_squared_error_sum(shape):
     x, r = rand(shape, 0), rand(shape, 1)
     expected = ((x.astype(np.float64) - r) ** 2).sum()
     assert K.squared_error_sum(x, r) == pytest.approx(expected, rel=1e-12)
+
+
+def test_kernels_on_column_halves_match_whole_rows():
+    """The RBM layer runs the kernels on column halves (strided views) from two threads: each
+    half writes only its columns, and together they equal the kernel on the whole array."""
+    t, u = rand((4, 21), 0), rand((4, 21), 1, 0.0, 1.0)
+    bias = rand(21, 2)
+    biased_whole, biased = np.empty_like(t), np.full_like(t, 9.0)
+    K.add_bias_half(t, bias, biased_whole)
+    whole = [np.empty_like(t) for _ in range(3)]
+    K.hidden_data_sample(t, u, *whole)
+    halves = [np.full_like(t, 9.0) for _ in range(3)]
+    for j in (slice(0, 16), slice(16, 21)):
+        K.add_bias_half(t[:, j], bias[j], biased[:, j])
+        K.hidden_data_sample(t[:, j], u[:, j], *(h[:, j] for h in halves))
+    np.testing.assert_array_equal(biased, biased_whole)
+    for got, want in zip(halves, whole):
+        np.testing.assert_array_equal(got, want)
+    s_whole, s_half = np.empty_like(t), np.full_like(t, 9.0)
+    p_whole, p_half = np.empty_like(t), np.full_like(t, 9.0)
+    K.sigmoid_from_tanh_sample(t, u, p_whole, s_whole)
+    for j in (slice(0, 16), slice(16, 21)):
+        K.sigmoid_from_tanh_sample(t[:, j], u[:, j], p_half[:, j], s_half[:, j])
+    np.testing.assert_array_equal(p_half, p_whole)
+    np.testing.assert_array_equal(s_half, s_whole)

@@ -166,9 +166,98 @@ def test_test_phase_forward_in_chunks_equals_the_whole_batch(monkeypatch):
     whole.set_up([x], [top_whole])
     whole.run_forward([x], [top_whole])
     # columns of one image: K = 2*2*2 = 8 rows x P = 9 -> 288 bytes; 2.5 images' worth -> chunks 2, 2, 1
-    monkeypatch.setattr(convolution, "TEST_COLUMN_BYTES", 720)
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 720)
     chunked, top_chunked = make("phase: TEST " + text), Blob()
     chunked.set_up([x], [top_chunked])
     chunked.blobs[0].data[...] = whole.blobs[0].data
     chunked.run_forward([x], [top_chunked])
     np.testing.assert_allclose(top_chunked.data, top_whole.data, rtol=1e-6, atol=1e-6)
+
+
+# Both inner paths, whatever the shapes choose: channels-last rows (NHWC_MIN_RUN 1) and Caffe's
+# columns (NHWC_MIN_RUN huge); CHUNK_BYTES small enough that the batch goes in several chunks.
+PATHS = [pytest.param(1, True, id="rows"), pytest.param(1 << 30, False, id="columns")]
+PATH_CASES = [
+    ("convolution_param { num_output: 4 kernel_size: 3 }", (3, 3, 6, 5), (1, 1), (0, 0), (1, 1), 1),
+    ("convolution_param { num_output: 5 kernel_h: 3 kernel_w: 2 stride: 2 pad: 1 }", (3, 6, 7, 5), (2, 2), (1, 1), (1, 1), 1),
+    ("convolution_param { num_output: 3 kernel_size: 3 dilation: 2 pad_h: 2 pad_w: 1 stride_h: 1 stride_w: 2 }",
+     (2, 4, 7, 8), (1, 2), (2, 1), (2, 2), 1),
+]
+
+
+@pytest.mark.parametrize("min_run,nhwc", PATHS)
+@pytest.mark.parametrize("text,shape,stride,pad,dil,group", PATH_CASES)
+def test_both_paths_match_reference_in_chunks(monkeypatch, min_run, nhwc, text, shape, stride, pad, dil, group):
+    from pycaffe_lite.layers import convolution
+
+    monkeypatch.setattr(convolution, "NHWC_MIN_RUN", min_run)
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)  # one image per chunk
+    layer = make(text.replace("}", " weight_filler { type: 'gaussian' } bias_filler { type: 'gaussian' } }"))
+    x, top = blob(shape), Blob()
+    layer.set_up([x], [top])
+    assert layer.nhwc is nhwc and layer.step == 1
+    layer.run_forward([x], [top])
+    ref = reference(x.data, layer.blobs[0].data.astype(np.float64), layer.blobs[1].data, stride, pad, dil, group)
+    np.testing.assert_allclose(top.data, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("min_run,nhwc", PATHS)
+@pytest.mark.parametrize("text,shape", [(c[0], c[1]) for c in PATH_CASES[1:]])
+def test_both_paths_gradient(monkeypatch, min_run, nhwc, text, shape):
+    from pycaffe_lite.layers import convolution
+
+    monkeypatch.setattr(convolution, "NHWC_MIN_RUN", min_run)
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
+    layer = make(text.replace("}", " weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'gaussian' } }"))
+    x, top = blob(shape, 3), Blob()
+    layer.set_up([x], [top])
+    assert layer.nhwc is nhwc
+    assert check_gradient(layer, [x], [top]) > 0
+
+
+def test_rows_and_columns_give_the_same_gradients_with_two_bottoms(monkeypatch):
+    from pycaffe_lite.layers import convolution
+
+    text = ("convolution_param { num_output: 4 kernel_size: 3 pad: 1 stride: 2 "
+            "weight_filler { type: 'gaussian' } bias_filler { type: 'gaussian' } }")
+    results = []
+    for min_run in (1, 1 << 30):
+        monkeypatch.setattr(convolution, "NHWC_MIN_RUN", min_run)
+        monkeypatch.setattr(convolution, "CHUNK_BYTES", 3000)  # two images of K*P*4 = 1620 bytes: chunks 1, 1, 1
+        layer = make(text)
+        xs, tops = [blob((3, 5, 6, 6), seed=s) for s in (1, 2)], [Blob(), Blob()]
+        layer.set_up(xs, tops)
+        layer.blobs[0].data[...] = np.random.default_rng(9).normal(size=layer.blobs[0].shape)
+        layer.blobs[1].data[...] = np.random.default_rng(8).normal(size=layer.blobs[1].shape)
+        layer.run_forward(xs, tops)
+        for i, t in enumerate(tops):
+            t.diff[...] = np.random.default_rng(10 + i).normal(size=t.shape)
+        layer.blobs[0].diff[...] = 1.0  # backward accumulates into the parameter diffs
+        layer.blobs[1].diff[...] = 0.0
+        layer.run_backward(tops, [True, True], xs)
+        results.append([tops[0].data.copy(), tops[1].data.copy(), xs[0].diff.copy(), xs[1].diff.copy(),
+                        layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(results[0][4], 1.0)
+
+
+@pytest.mark.parametrize("min_run,nhwc", PATHS)
+def test_connection_table_on_both_paths(monkeypatch, min_run, nhwc):
+    from pycaffe_lite.layers import convolution
+
+    monkeypatch.setattr(convolution, "NHWC_MIN_RUN", min_run)
+    monkeypatch.setattr(convolution, "CHUNK_BYTES", 1)
+    pairs = [(0, 0), (1, 0), (2, 1), (0, 2), (2, 2), (1, 3)]
+    table = " ".join(f"connection: {i} connection: {o}" for i, o in pairs)
+    layer = make("convolution_param { num_output: 4 kernel_size: 3 pad: 1 "
+                 "weight_filler { type: 'gaussian' std: 0.5 } bias_filler { type: 'gaussian' } " + table + " }")
+    x, top = blob((2, 3, 5, 6), 3), Blob()
+    layer.set_up([x], [top])
+    assert layer.nhwc is nhwc
+    layer.run_forward([x], [top])
+    w = layer.blobs[0].data * layer.connection_mask[:, :, None, None]
+    ref = reference(x.data, w.astype(np.float64), layer.blobs[1].data, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(top.data, ref, rtol=1e-4, atol=1e-4)
+    assert check_gradient(layer, [x], [top], setup=False) > 0
+    assert np.all(layer.blobs[0].diff[~layer.connection_mask] == 0)

@@ -146,8 +146,22 @@ CD_CASES = {
 }
 
 
+@pytest.fixture(params=["serial", "split"])
+def split(request, monkeypatch):
+    """Run a test with the layer's products whole (one thread) and split in halves over two
+    threads (forced at any size, even on one processor): both must meet the same formula."""
+    from pycaffe_lite.layers import rbm as rbm_module
+
+    if request.param == "split":
+        monkeypatch.setattr(rbm_module, "MIN_SPLIT_MACS", 0)
+        monkeypatch.setattr(rbm_module, "available_cpus", lambda: 2)
+    else:
+        monkeypatch.setattr(rbm_module, "MIN_SPLIT_MACS", float("inf"))
+    return request.param
+
+
 @pytest.mark.parametrize("case", CD_CASES.values(), ids=CD_CASES.keys())
-def test_cd_estimate_matches_formula_with_same_draws(case):
+def test_cd_estimate_matches_formula_with_same_draws(case, split):
     extra, k, sample_visible, gaussian = case
     x = data((6, 9), 0, gaussian=gaussian, binary=not gaussian)
     layer, bottom, top = setup_layer(rbm(extra), [x])
@@ -160,7 +174,7 @@ def test_cd_estimate_matches_formula_with_same_draws(case):
 
 
 @pytest.mark.parametrize("extra,sample_visible", [("", True), ("sample_visible: false cd_k: 2", False)])
-def test_pcd_chains_persist_and_match_formula(extra, sample_visible):
+def test_pcd_chains_persist_and_match_formula(extra, sample_visible, split):
     """PCD-1 with sampled visible states is scikit-learn's BernoulliRBM update."""
     k = 2 if "cd_k: 2" in extra else 1
     x = data((5, 8), 0, binary=True)
@@ -286,6 +300,62 @@ def test_products_run_on_one_blas_thread(monkeypatch):
     run(layer, bottom, top)
     assert seen and set(seen) == {1}
     assert fake.calls == [1, 2, 1, 2] and fake.threads == 2  # forward, then backward
+
+
+SPLIT_CASES = {  # rbm_param, phase, number of tops, hand-overs per iteration
+    "cd1_recon_gap": ("", "TRAIN", 3, 5),  # 3 products forward, 1 backward, 1 for the recon top
+    "cd2_sampled_visible": ("cd_k: 2 sample_visible: true", "TRAIN", 1, 6),
+    "pcd2": ("persistent: true cd_k: 2", "TRAIN", 2, 6),
+    "gaussian_sampled": ("visible_type: GAUSSIAN sample_visible: true", "TRAIN", 2, 5),
+    "test_phase": ("", "TEST", 3, 2),
+}
+
+
+@pytest.mark.parametrize("case", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
+def test_split_over_two_threads_gives_the_serial_numbers(case, monkeypatch):
+    """Halves of the hidden / visible units on two threads: the same tops, diffs and chains as
+    the serial path over several training iterations (the same random draws; BLAS may round a
+    sub-product differently in the last bit, hence the tolerance)."""
+    from pycaffe_lite.layers import rbm as rbm_module
+
+    extra, phase, num_top, per_iter = case
+    gaussian = "GAUSSIAN" in extra
+    x = data((7, 45), 0, gaussian=gaussian)
+    bottoms = [x, data((5, 45), 1, gaussian=gaussian)] if num_top == 3 else [x]
+    real_run_halves = rbm_module.run_halves
+    calls = []
+    monkeypatch.setattr(rbm_module, "run_halves", lambda *a: calls.append(a[1:]) or real_run_halves(*a))
+    monkeypatch.setattr(rbm_module, "available_cpus", lambda: 2)
+    results = {}
+    for mode, min_macs in (("serial", float("inf")), ("split", 0)):
+        monkeypatch.setattr(rbm_module, "MIN_SPLIT_MACS", min_macs)
+        set_random_seed(11)
+        layer, bottom, top = setup_layer(rbm(extra, num_hidden=37, phase=phase), bottoms, num_top=num_top)
+        outs = []
+        for _ in range(3):
+            run(layer, bottom, top)
+            outs += [t.data.copy() for t in top] + [b.diff.copy() for b in layer.blobs] + layer.get_state()
+            for b in layer.blobs:
+                b.data[...] -= 0.5 * b.diff
+        results[mode] = outs
+        assert bool(calls) == (mode == "split")
+    assert len(results["split"]) == len(results["serial"])
+    for a, b in zip(results["serial"], results["split"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    # 37 hidden units split at 16, 45 visible at 16 (halves start on 64-byte boundaries)
+    halves = {tuple((h.start, h.stop) for h in c) for c in calls}
+    assert halves <= {((0, 16), (16, 37)), ((0, 16), (16, 45))} and len(halves) == 2
+    assert len(calls) == 3 * per_iter
+
+
+@pytest.mark.parametrize("cpus,N,expect_split", [(2, 20, True), (1, 20, False), (2, 2, False)])
+def test_split_needs_two_processors_and_a_big_enough_layer(monkeypatch, cpus, N, expect_split):
+    from pycaffe_lite.layers import rbm as rbm_module
+
+    monkeypatch.setattr(rbm_module, "available_cpus", lambda: cpus)
+    layer, _, _ = setup_layer(rbm(num_hidden=500, fillers=""), [data((N, 784))])
+    assert (layer._h_halves is not None) == expect_split  # 2 x 500 x 784 < MIN_SPLIT_MACS
+    assert (layer._v_halves is not None) == expect_split
 
 
 # ------------------------------------------------------------------------------ state
