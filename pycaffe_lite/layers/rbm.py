@@ -176,7 +176,8 @@ class RBMLayer(Layer):
                 p.hidden_bias_filler if p.HasField("hidden_bias_filler") else zero,
             ],
         )
-        self._G = None  # (H, V) scratch of the weight statistic, made at the first backward
+        self._G = None  # (H, V) weight statistic P^T Q, made at the first training forward
+        self._scratch = None
         self._N = -1
         self._M = -1
         self._stats_ready = False
@@ -326,6 +327,10 @@ class RBMLayer(Layer):
             K.sigmoid_from_tanh_sample(self._T[N:, j], self._uh[:, j], self._P[N:, j], self._hnext[:, j])
         else:
             K.sigmoid_from_tanh(self._T[N:, j], self._P[N:, j])
+        if self._last_step and self._G_in_forward:
+            # Rows j of the weight statistic need only columns j of P: computing them here
+            # saves backward a hand-over between the threads.  Backward adds G to the diff.
+            np.matmul(self._P[:, j].T, self._Q, out=self._G[j])
 
     def _v_recon(self, j: slice) -> None:
         """Top 1's mean-field reconstruction E[x | h = P(h|x)]."""
@@ -346,6 +351,9 @@ class RBMLayer(Layer):
         c = self.blobs[2].data
         self._x, self._top = x, top[0].data
         self._stats_ready = self.phase == TRAIN and any(self.param_propagate_down)
+        self._G_in_forward = self._stats_ready and self.param_propagate_down[0]
+        if self._G_in_forward and self._G is None:
+            self._G = np.empty((self.H, self.V), np.float32)
         if not self._stats_ready:
             self._across(self._h_features, self._h_halves)
         elif self.persistent:
@@ -384,6 +392,7 @@ class RBMLayer(Layer):
                 self._draw_visible_noise()
             self._across(self._v_model, self._v_halves)
             self._sample_next = step + 1 < self.cd_k
+            self._last_step = not self._sample_next
             if self._sample_next:
                 self._sample_uniforms()
             self._across(self._h_model, self._h_halves)
@@ -400,6 +409,7 @@ class RBMLayer(Layer):
                 self._draw_visible_noise()
             self._across(self._v_model, self._v_halves)
             self._rows = slice(0, 2 * N) if step == 0 else slice(N, 2 * N)
+            self._last_step = step + 1 == self.cd_k
             self._sample_uniforms()
             self._across(self._h_model, self._h_halves)
 
@@ -413,22 +423,16 @@ class RBMLayer(Layer):
         with _SerialBlas():
             self._backward_params()
 
-    def _h_weight_diff(self, j: slice) -> None:
-        """Rows ``j`` of ``dW += (-h_data^T x + h_model^T x_model) / N`` (one product P^T Q)."""
-        G = self._G[j]
-        np.matmul(self._P[:, j].T, self._Q, out=G)
-        K.add_scaled(G.reshape(-1), self._inv_n, self.blobs[0].diff[j].reshape(-1))
-
     def _backward_params(self) -> None:
         N = self._N
         inv_n = np.float32(1.0 / N)
-        _, b, c = self.blobs
-        if self._G is None:
-            self._G = np.empty((self.H, self.V), np.float32)
+        W, b, c = self.blobs
+        if self._scratch is None:
             self._scratch = np.empty(max(self.H, self.V), np.float64)
         if self.param_propagate_down[0]:
-            self._inv_n = inv_n
-            self._across(self._h_weight_diff, self._h_halves)
+            # dW += (-h_data^T x + h_model^T x_model) / N: G = P^T Q, computed by forward's last
+            # split (see _h_model)
+            K.add_scaled(self._G.reshape(-1), inv_n, W.diff.reshape(-1))
         if self.param_propagate_down[1]:
             K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
         if self.param_propagate_down[2]:
