@@ -16,8 +16,15 @@ from ..rng import get_rng
 BERNOULLI = caffe_pb2.RBMParameter.BERNOULLI
 GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
 
-#: the layer splits its products over two threads when N * H * V (multiply-adds per product) is
-#: at least this (and two processors are available): below it the hand-over costs more than it saves
+#: Products of at least this many multiply-adds (N * H * V) may be split in two halves run on two
+#: threads, each with one BLAS thread (pycaffe_lite/_split.py), when two processors are available.
+#: SPLIT_PRODUCTS switches that on.  It is off: at the bar's size (20 x 500 x 784, CD-1) it made an
+#: epoch ~8% faster when the machine was idle (0.158-0.163 vs 0.174-0.177 s) but ~16% slower as a
+#: whole process on the shared 2-core machine (each hand-over waits ~15-35 us for a thread to wake,
+#: three per iteration, and W's rows move between the cores' caches); it never collapses as
+#: BLAS's own threads do (one core kept busy: 0.363 vs 0.352 s).  benchmarks/rbm_epoch.py --split
+#: measures it.
+SPLIT_PRODUCTS = False
 MIN_SPLIT_MACS = 1 << 20
 
 #: threadpoolctl's BLAS libraries, looked up once (False: threadpoolctl is not installed)
@@ -198,9 +205,9 @@ class RBMLayer(Layer):
         self._R = np.empty((N, V), f32)       # mean-field reconstruction (top 1)
         self._fe = np.empty(N, np.float64)
         self._N = N
-        # Two cores without BLAS's threads (see pycaffe_lite/_split.py): products big enough to
-        # pay the ~15 us hand-over are split in halves of the hidden / visible units.
-        if available_cpus() >= 2 and N * H * V >= MIN_SPLIT_MACS and min(H, V) >= 2:
+        # Two cores without BLAS's threads (see SPLIT_PRODUCTS): products big enough to pay the
+        # hand-over are split in halves of the hidden / visible units.
+        if SPLIT_PRODUCTS and available_cpus() >= 2 and N * H * V >= MIN_SPLIT_MACS and min(H, V) >= 2:
             h, v = split_point(H), split_point(V)
             self._h_halves = (slice(0, h), slice(h, H))
             self._v_halves = (slice(0, v), slice(v, V))

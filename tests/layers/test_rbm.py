@@ -153,6 +153,7 @@ def split(request, monkeypatch):
     from pycaffe_lite.layers import rbm as rbm_module
 
     if request.param == "split":
+        monkeypatch.setattr(rbm_module, "SPLIT_PRODUCTS", True)
         monkeypatch.setattr(rbm_module, "MIN_SPLIT_MACS", 0)
         monkeypatch.setattr(rbm_module, "available_cpus", lambda: 2)
     else:
@@ -327,6 +328,7 @@ def test_split_over_two_threads_gives_the_serial_numbers(case, monkeypatch):
     calls = []
     monkeypatch.setattr(rbm_module, "run_halves", lambda *a: calls.append(a[1:]) or real_run_halves(*a))
     monkeypatch.setattr(rbm_module, "available_cpus", lambda: 2)
+    monkeypatch.setattr(rbm_module, "SPLIT_PRODUCTS", True)
     results = {}
     for mode, min_macs in (("serial", float("inf")), ("split", 0)):
         monkeypatch.setattr(rbm_module, "MIN_SPLIT_MACS", min_macs)
@@ -349,11 +351,13 @@ def test_split_over_two_threads_gives_the_serial_numbers(case, monkeypatch):
     assert len(calls) == 3 * per_iter
 
 
-@pytest.mark.parametrize("cpus,N,expect_split", [(2, 20, True), (1, 20, False), (2, 2, False)])
-def test_split_needs_two_processors_and_a_big_enough_layer(monkeypatch, cpus, N, expect_split):
+@pytest.mark.parametrize("on,cpus,N,expect_split", [(True, 2, 20, True), (True, 1, 20, False), (True, 2, 2, False),
+                                                     (False, 2, 20, False)])
+def test_split_needs_two_processors_and_a_big_enough_layer(monkeypatch, on, cpus, N, expect_split):
     from pycaffe_lite.layers import rbm as rbm_module
 
     monkeypatch.setattr(rbm_module, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(rbm_module, "SPLIT_PRODUCTS", on)
     layer, _, _ = setup_layer(rbm(num_hidden=500, fillers=""), [data((N, 784))])
     assert (layer._h_halves is not None) == expect_split  # 2 x 500 x 784 < MIN_SPLIT_MACS
     assert (layer._v_halves is not None) == expect_split
