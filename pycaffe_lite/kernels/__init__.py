@@ -8,7 +8,7 @@ also validate it, so the kernels themselves never raise.
 Modules
 -------
 im2col
-    Whole-batch im2col / col2im for one GEMM per convolution pass, in two layouts.
+    Whole-batch im2col / col2im for one GEMM per convolution pass, in three layouts.
 pooling
     MAX (with an int32 argmax mask) and AVE pooling, forward and backward, Caffe's rules.
 stochastic_pooling
