@@ -22,9 +22,9 @@ timing, so that two whole processes (``--epochs 10 --no-breakdown`` and ``--epoc
 --sklearn-only``) can be timed against each other from outside, e.g. with ``/usr/bin/time``.
 
 The RBM layer runs its products on one BLAS thread (when threadpoolctl is installed; see
-``_SerialBlas`` in pycaffe_lite/layers/rbm.py); scikit-learn uses BLAS's default.  ``--split``
-splits each product in two halves run on two threads, each with one BLAS thread
-(``SPLIT_PRODUCTS`` in the same file; off by default).
+``_SerialBlas`` in pycaffe_lite/layers/rbm.py); scikit-learn uses BLAS's default.  By default the
+layer splits each product in two halves run on two threads, each with one BLAS thread
+(``SPLIT_PRODUCTS`` in the same file); ``--serial`` turns that off.
 """
 import os
 
@@ -140,8 +140,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sklearn", action="store_true", help="also time scikit-learn's BernoulliRBM")
     ap.add_argument("--sklearn-only", action="store_true", help="time only scikit-learn's BernoulliRBM")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the per-part timing")
-    ap.add_argument("--split", action="store_true",
-                    help="split the RBM layer's products in halves over two threads (rbm.SPLIT_PRODUCTS)")
+    ap.add_argument("--serial", action="store_true",
+                    help="do not split the RBM layer's products over two threads (rbm.SPLIT_PRODUCTS)")
     ap.add_argument("--sklearn-blas-threads", type=int, default=0,
                     help="run scikit-learn's fit on this many BLAS threads (default: BLAS's own choice)")
     args = ap.parse_args(argv)
@@ -157,10 +157,10 @@ def main(argv=None) -> None:
     import logging
 
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
-    if args.split:
+    if args.serial:
         from pycaffe_lite.layers import rbm
 
-        rbm.SPLIT_PRODUCTS = True
+        rbm.SPLIT_PRODUCTS = False
     from pycaffe_lite.data.mnist import prepare_mnist
 
     iters = N_TRAIN // args.batch

@@ -18,13 +18,13 @@ GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
 
 #: Products of at least this many multiply-adds (N * H * V) may be split in two halves run on two
 #: threads, each with one BLAS thread (pycaffe_lite/_split.py), when two processors are available.
-#: SPLIT_PRODUCTS switches that on.  It is off: at the bar's size (20 x 500 x 784, CD-1) it made an
-#: epoch ~8% faster when the machine was idle (0.158-0.163 vs 0.174-0.177 s) but ~16% slower as a
-#: whole process on the shared 2-core machine (each hand-over waits ~15-35 us for a thread to wake,
-#: three per iteration, and W's rows move between the cores' caches); it never collapses as
-#: BLAS's own threads do (one core kept busy: 0.363 vs 0.352 s).  benchmarks/rbm_epoch.py --split
-#: measures it.
-SPLIT_PRODUCTS = False
+#: SPLIT_PRODUCTS switches that on.  It is on: at the bar's size (20 x 500 x 784, CD-1) an epoch took
+#: 0.147 s split vs 0.177 s serial on an idle 2-core machine (benchmarks/rbm_epoch.py, OpenBLAS's
+#: SkylakeX kernel); with the other core busy it was ~3% slower in-process (0.363 vs 0.352 s) and up
+#: to ~16% slower as a whole process on a shared machine (each hand-over waits ~15-35 us for a thread
+#: to wake, three per iteration), but it never collapses as BLAS's own threads do.
+#: benchmarks/rbm_epoch.py --serial measures the serial path.
+SPLIT_PRODUCTS = True
 MIN_SPLIT_MACS = 1 << 20
 
 #: threadpoolctl's BLAS libraries, looked up once (False: threadpoolctl is not installed)
