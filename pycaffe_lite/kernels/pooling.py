@@ -5,9 +5,9 @@ Geometry travels as an int64 array ``geom`` made by :func:`make_pool_geom`::
     geom = [H, W, kh, kw, sh, sw, ph, pw, OH, OW]
 
 Arrays are NCHW float32: ``x`` / ``bottom_diff`` ``(N, C, H, W)``; ``y`` / ``top_diff`` /
-``mask`` ``(N, C, OH, OW)``; ``mask`` is int32 and holds the argmax as a flat index
-``h*W + w`` within the channel plane (Caffe's ``max_idx_``).  Global pooling is
-``kh, kw = H, W``, pads 0, strides 1.
+``mask`` ``(N, C, OH, OW)``; ``mask`` is int16 or int32 (the layer takes int16 when H*W fits)
+and holds the argmax as a flat index ``h*W + w`` within the channel plane (Caffe's ``max_idx_``).
+Global pooling is ``kh, kw = H, W``, pads 0, strides 1.
 
 Windows (per axis, shown for h; ``hs0 = oh*sh - ph``):
 
@@ -84,7 +84,7 @@ def make_pool_geom(H: int, W: int, kh: int, kw: int, sh: int = 1, sw: int = 1,
 
 @njit(cache=True, parallel=True)
 def max_pool_forward(x, geom, out_y, out_mask):
-    """MAX pooling: ``x (N, C, H, W)`` -> ``out_y (N, C, OH, OW)``, ``out_mask`` int32 argmax."""
+    """MAX pooling: ``x (N, C, H, W)`` -> ``out_y (N, C, OH, OW)``, ``out_mask`` int16/int32 argmax."""
     N = x.shape[0]
     C = x.shape[1]
     H = geom[P_H]

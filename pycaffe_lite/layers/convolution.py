@@ -258,8 +258,13 @@ class ConvolutionLayer(Layer):
         G, P = self.group, self.P
         Kg, Og = self.K // G, self.num_output // G
         col = workspace(1, self.K * n * P).reshape(self.K, n * P)
-        out = workspace(0, self.num_output * n * P).reshape(self.num_output, n * P)
         im2col_batch(x, self.geom, col)
+        if G == 1:
+            # straight into y, image by image (one stacked matmul over column blocks): faster
+            # than one GEMM into scratch plus a transposing copy (0.25 vs 0.29 ms, LeNet conv1)
+            np.matmul(W2, col.reshape(self.K, n, P).transpose(1, 0, 2), out=y)
+            return
+        out = workspace(0, self.num_output * n * P).reshape(self.num_output, n * P)
         for g in range(G):
             np.matmul(W2[g * Og:(g + 1) * Og], col[g * Kg:(g + 1) * Kg], out=out[g * Og:(g + 1) * Og])
         np.copyto(y, out.reshape(self.num_output, n, P).transpose(1, 0, 2))

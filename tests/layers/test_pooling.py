@@ -82,6 +82,23 @@ def test_global_pooling_and_mask_top():
     np.testing.assert_array_equal(mask.data[:, :, 0, 0], x.data.reshape(2, 3, -1).argmax(axis=2))
 
 
+@pytest.mark.parametrize("H, dtype", [(4, np.int16), (256, np.int32)])
+def test_mask_dtype_holds_every_index(H, dtype):
+    # int16 masks for planes of up to 32767 pixels, int32 beyond (256 x 256 = 65536): the argmax
+    # at the plane's last pixel must survive the store and route the gradient back
+    layer = make("pool: MAX global_pooling: true")
+    x, top, mask = Blob((1, 1, H, H), name="x"), Blob(), Blob()
+    x.data[...] = 0
+    x.data[0, 0, -1, -1] = 1
+    layer.set_up([x], [top, mask])
+    layer.run_forward([x], [top, mask])
+    assert layer.mask.dtype == dtype
+    assert mask.data[0, 0, 0, 0] == H * H - 1
+    top.diff[...] = 2
+    layer.backward([top], [True], [x])
+    assert x.diff[0, 0, -1, -1] == 2 and x.diff.sum() == 2
+
+
 def test_errors():
     with pytest.raises(NetConfigError, match="kernel_size .* is required"):
         make("pool: MAX").set_up([blob((1, 1, 4, 4))], [Blob()])
