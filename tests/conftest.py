@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# Training in tests keeps its BLAS threads whatever the machine's load (the busy-machine guard could
+# otherwise change thread counts mid-run under a loaded CI); tests/test_threads.py tests the guard.
+os.environ.setdefault("PLITE_ADAPT_THREADS", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 #: ../shared beside the project (or wherever PLITE_SHARED points)
 SHARED = Path(os.environ.get("PLITE_SHARED", ROOT.parent / "shared"))

@@ -39,3 +39,76 @@ def test_set_before_numpy_is_imported():
     assert "import numpy" not in source
     first = (Path(t.__file__).parent / "__init__.py").read_text()
     assert first.index("_threads") < first.index("from .blob")
+
+
+# ------------------------------------------------------------------ the busy-machine guard
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def test_busy_guard_limits_blas_when_busy_and_restores_when_quiet(monkeypatch, caplog):
+    import logging
+
+    import numpy  # noqa: F401  (BLAS loaded, so threadpoolctl sees it)
+
+    from pycaffe_lite._threads import BusyMachineGuard
+
+    monkeypatch.setenv("PLITE_ADAPT_THREADS", "1")
+    # 2 CPUs: busy above 2.75, quiet below 1.75, two looks in a row either way
+    loads = iter([3.0, 2.5, 3.0, 3.0, 1.5, 2.0, 1.5, 1.0])
+    guard = BusyMachineGuard(every=2, cpus=2, load=lambda: next(loads))
+    before = _blas_threads()
+    caplog.set_level(logging.INFO, logger="pycaffe_lite")
+
+    def looks(n):
+        for _ in range(2 * n):
+            guard.tick()
+
+    looks(2)                           # 3.0 then 2.5: one busy look is not enough
+    assert not guard.limited
+    looks(2)                           # 3.0, 3.0 -> one thread
+    assert guard.limited and set(_blas_threads()) == {1}
+    assert "Machine busy (load 3.00 on 2 CPUs)" in caplog.text
+    looks(2)                           # 1.5 then 2.0: still limited
+    assert guard.limited
+    looks(2)                           # 1.5, 1.0 -> restored
+    assert not guard.limited and _blas_threads() == before
+    assert "BLAS threads restored" in caplog.text
+
+
+def test_busy_guard_close_restores_and_env_turns_it_off(monkeypatch):
+    import numpy  # noqa: F401
+
+    from pycaffe_lite._threads import BusyMachineGuard
+
+    monkeypatch.setenv("PLITE_ADAPT_THREADS", "1")
+    before = _blas_threads()
+    guard = BusyMachineGuard(every=1, cpus=2, load=lambda: 9.0)
+    guard.tick()
+    guard.tick()
+    assert guard.limited
+    guard.close()
+    assert not guard.limited and _blas_threads() == before
+    monkeypatch.setenv("PLITE_ADAPT_THREADS", "0")
+    off = BusyMachineGuard(every=1, cpus=2, load=lambda: 9.0)
+    off.tick()
+    off.tick()
+    assert not off.enabled and not off.limited
+    assert not BusyMachineGuard(every=1, cpus=1, load=lambda: 9.0).enabled  # one CPU: nothing to do
+
+
+def test_solver_ticks_the_guard(monkeypatch, mnist_small):
+    from pycaffe_lite.solvers import get_solver
+
+    net = (f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ '
+           f'source: "{mnist_small / "mnist_train_lmdb"}" batch_size: 8 backend: LMDB }} '
+           f'transform_param {{ scale: 0.00390625 }} }} '
+           f'layer {{ name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+           f'inner_product_param {{ num_output: 10 weight_filler {{ type: "xavier" }} }} }} '
+           f'layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }}')
+    solver = get_solver(f'net_param {{ {net} }} base_lr: 0.01 lr_policy: "fixed" max_iter: 5 display: 0 '
+                        f'snapshot_after_train: false')
+    solver.solve()
+    assert solver.busy_guard is not None and solver.busy_guard._calls == 5

@@ -183,6 +183,8 @@ class Solver:
         self._losses: list = []
         self.callbacks: list = []
         self.progress = progress
+        #: holds BLAS to one thread while the machine is busy (pycaffe_lite._threads)
+        self.busy_guard = None
         self.last_snapshot: str | None = None
         self._last_snapshot_iter: int | None = None
         self._snapshots: list[tuple[int, str]] = []  # (iter, solverstate) written or restored
@@ -348,7 +350,12 @@ class Solver:
         self.smoothed_loss = 0.0
         timer = time.perf_counter()
         iterations_last = self.iter
+        if self.busy_guard is None:
+            from .._threads import BusyMachineGuard
+
+            self.busy_guard = BusyMachineGuard()
         while self.iter < stop_iter:
+            self.busy_guard.tick()
             self.net.clear_param_diffs()
             if (p.test_interval and self.iter % p.test_interval == 0
                     and (self.iter > 0 or p.test_initialization)):
@@ -406,6 +413,9 @@ class Solver:
                 if self._abort or self._in_update:
                     raise  # a second Ctrl-C, or weights half updated: nothing consistent to save
                 self._stop_requested = True
+            finally:
+                if self.busy_guard is not None:
+                    self.busy_guard.close()
         if self._stop_requested:
             self.interrupted = True
             logger.info("Snapshotting and stopping (interrupted)")
