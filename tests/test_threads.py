@@ -48,9 +48,30 @@ def _blas_threads():
     return [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
 
 
-def test_busy_guard_limits_blas_when_busy_and_restores_when_quiet(monkeypatch, caplog):
-    import logging
+class _Lines(list):
+    """Records of the pycaffe_lite logger, whatever its handlers and propagation."""
 
+    def __enter__(self):
+        import logging
+
+        self.handler = logging.Handler(logging.INFO)
+        self.handler.emit = lambda record: self.append(record.getMessage())
+        self.logger = logging.getLogger("pycaffe_lite")
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+    @property
+    def text(self):
+        return "\n".join(self)
+
+
+def test_busy_guard_limits_blas_when_busy_and_restores_when_quiet(monkeypatch):
     import numpy  # noqa: F401  (BLAS loaded, so threadpoolctl sees it)
 
     from pycaffe_lite._threads import BusyMachineGuard
@@ -60,22 +81,22 @@ def test_busy_guard_limits_blas_when_busy_and_restores_when_quiet(monkeypatch, c
     loads = iter([3.0, 2.5, 3.0, 3.0, 1.5, 2.0, 1.5, 1.0])
     guard = BusyMachineGuard(every=2, cpus=2, load=lambda: next(loads))
     before = _blas_threads()
-    caplog.set_level(logging.INFO, logger="pycaffe_lite")
 
     def looks(n):
         for _ in range(2 * n):
             guard.tick()
 
-    looks(2)                           # 3.0 then 2.5: one busy look is not enough
-    assert not guard.limited
-    looks(2)                           # 3.0, 3.0 -> one thread
-    assert guard.limited and set(_blas_threads()) == {1}
-    assert "Machine busy (load 3.00 on 2 CPUs)" in caplog.text
-    looks(2)                           # 1.5 then 2.0: still limited
-    assert guard.limited
-    looks(2)                           # 1.5, 1.0 -> restored
-    assert not guard.limited and _blas_threads() == before
-    assert "BLAS threads restored" in caplog.text
+    with _Lines() as lines:
+        looks(2)                       # 3.0 then 2.5: one busy look is not enough
+        assert not guard.limited
+        looks(2)                       # 3.0, 3.0 -> one thread
+        assert guard.limited and set(_blas_threads()) == {1}
+        assert "Machine busy (load 3.00 on 2 CPUs)" in lines.text
+        looks(2)                       # 1.5 then 2.0: still limited
+        assert guard.limited
+        looks(2)                       # 1.5, 1.0 -> restored
+        assert not guard.limited and _blas_threads() == before
+        assert "BLAS threads restored" in lines.text
 
 
 def test_busy_guard_close_restores_and_env_turns_it_off(monkeypatch):
