@@ -172,7 +172,7 @@ def compare_loops(reps: int, rounds: int) -> None:
 
 
 def compare_blas_threads(types, reps: int, rounds: int) -> None:
-    import pycaffe_lite.layers.recurrent as R
+    from pycaffe_lite import _threads
 
     times: dict[tuple[str, str], list[float]] = {}
     for type_ in types:
@@ -185,12 +185,13 @@ def compare_blas_threads(types, reps: int, rounds: int) -> None:
         both()
         for _ in range(rounds):
             for mode in ("one BLAS thread", "BLAS's own threads"):
-                R._BLAS = None if mode == "one BLAS thread" else False  # None: look threadpoolctl up again
+                # None: look threadpoolctl up again; False: as if it were missing (BLAS's own threads)
+                _threads._BLAS_LIBS = None if mode == "one BLAS thread" else False
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     both()
                 times.setdefault((type_, mode), []).append((time.perf_counter() - t0) / reps * 1e3)
-    R._BLAS = None
+    _threads._BLAS_LIBS = None
     for (type_, mode), ts in times.items():
         print(f"{type_:5s} forward+backward, {mode}: {min(ts):.2f} ms (median {statistics.median(ts):.2f})")
 

@@ -18,15 +18,9 @@ import queue
 import threading
 from collections.abc import Callable
 
+from ._threads import available_cpus
+
 __all__ = ["available_cpus", "run_halves", "split_point"]
-
-
-def available_cpus() -> int:
-    """Processors this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def split_point(n: int, align: int = 16) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._split import available_cpus, run_halves, split_point
+from .._threads import SerialBlas
 from ..errors import DataError
 from ..kernels import sampling as K
 from ..layer import TRAIN, Layer
@@ -26,44 +27,6 @@ GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
 #: benchmarks/rbm_epoch.py --serial measures the serial path.
 SPLIT_PRODUCTS = True
 MIN_SPLIT_MACS = 1 << 20
-
-#: threadpoolctl's BLAS libraries, looked up once (False: threadpoolctl is not installed)
-_BLAS_LIBS = None
-
-
-class _SerialBlas:
-    """A context in which BLAS runs on one thread, when threadpoolctl is installed (a no-op
-    otherwise).  The layer's products are small (20 x 784 x 500 at batch 20).  On an idle
-    2-core machine BLAS's second thread made a CD-1 epoch ~20% faster (0.164 vs 0.198 s,
-    ``benchmarks/rbm_epoch.py``), but while other processes held the cores the threads waiting
-    for each other made one forward pass ~100x slower (205 vs 2.1 ms): one thread is the
-    choice that never collapses.  The recurrent layers make the same choice.  The library's
-    own get/set calls (~2 us) rather than ``threadpool_limits`` (~25 us per use) keep the
-    switch cheap at ~1,000 switches per second."""
-
-    __slots__ = ("_saved",)
-
-    def __enter__(self):
-        global _BLAS_LIBS
-        if _BLAS_LIBS is None:
-            try:
-                from threadpoolctl import ThreadpoolController
-            except ImportError:
-                _BLAS_LIBS = False
-            else:
-                _BLAS_LIBS = ThreadpoolController().select(user_api="blas").lib_controllers
-        self._saved = []
-        for lib in _BLAS_LIBS or ():
-            n = lib.get_num_threads()
-            if n != 1:
-                lib.set_num_threads(1)
-                self._saved.append((lib, n))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for lib, n in self._saved:
-            lib.set_num_threads(n)
-
 
 @register_layer("RBM")
 class RBMLayer(Layer):
@@ -345,7 +308,7 @@ class RBMLayer(Layer):
         self._visible(self._R[:, j], j, sample=False)
 
     def forward(self, bottom, top) -> None:
-        with _SerialBlas():
+        with SerialBlas():
             self._forward(bottom, top)
 
     def _forward(self, bottom, top) -> None:
@@ -427,7 +390,7 @@ class RBMLayer(Layer):
                 b.diff[...] = 0  # greedy training: nothing flows to the layers below
         if not self._stats_ready:
             return
-        with _SerialBlas():
+        with SerialBlas():
             self._backward_params()
 
     def _backward_params(self) -> None:

@@ -30,13 +30,13 @@ split in two likewise (see :func:`_row_parts`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._threads import SerialBlas, available_cpus, blas_libs
 from ..kernels import recurrent as K
 from ..layer import Layer
 from ..proto import caffe_pb2
@@ -44,26 +44,14 @@ from ..registry import register_layer
 
 SIGMOID = caffe_pb2.RecurrentParameter.SIGMOID
 
-#: threadpoolctl's BLAS controller once looked up (False: threadpoolctl is not installed)
-_BLAS = None
-
-
 def _serial_blas():
-    """A context in which BLAS runs on one thread (threadpoolctl, when installed).  A recurrent
-    layer makes many small products (two per time step).  Measured at T = 28, N = 64, H = 128
+    """BLAS on one thread (:class:`pycaffe_lite._threads.SerialBlas`).  A recurrent layer makes many
+    small products (two per time step).  Measured at T = 28, N = 64, H = 128
     (``benchmarks/recurrent.py --blas``, forward + backward): on an idle 2-core machine BLAS's
     second thread saves 8-26% (LSTM 6.7 vs 9.0 ms, GRU 6.2 vs 6.7, RNN 3.1 vs 4.0), but while
     another process holds a core, threads waiting for each other made the layers 5-130x slower
-    (LSTM 24-310 vs 10 ms, GRU 930 vs 7, RNN 540 vs 4).  Without threadpoolctl: a no-op."""
-    global _BLAS
-    if _BLAS is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:
-            _BLAS = False
-        else:
-            _BLAS = ThreadpoolController().select(user_api="blas")
-    return _BLAS.limit(limits=1) if _BLAS else contextlib.nullcontext()
+    (LSTM 24-310 vs 10 ms, GRU 930 vs 7, RNN 540 vs 4)."""
+    return SerialBlas()
 
 
 #: the smallest batch whose time loops are split over two threads: below it each half's per-step
@@ -94,10 +82,7 @@ def _row_parts(N: int) -> tuple[tuple[int, int], ...]:
     that much slower (1.17-1.22x), never more: the threads block, they do not spin."""
     global _CPUS
     if _CPUS is None:
-        try:
-            _CPUS = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            _CPUS = os.cpu_count() or 1
+        _CPUS = available_cpus()
     if N < max(SPLIT_MIN_N, 2) or _CPUS < 2 or not _blas_can_be_serial():
         return ((0, N),)
     return ((0, N // 2), (N // 2, N))
@@ -106,8 +91,7 @@ def _row_parts(N: int) -> tuple[tuple[int, int], ...]:
 def _blas_can_be_serial() -> bool:
     """Whether :func:`_serial_blas` holds BLAS to one thread (threadpoolctl is installed); without
     it, two loops each calling a multi-threaded BLAS would oversubscribe the cores."""
-    _serial_blas()  # looks threadpoolctl up once
-    return bool(_BLAS)
+    return bool(blas_libs())
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import pytest
 
-from pycaffe_lite import rbm_eval
+from pycaffe_lite import _threads, rbm_eval
 from pycaffe_lite.blob import Blob
 from pycaffe_lite.errors import DataError, NetConfigError, ShapeError
 from pycaffe_lite.net import Net
@@ -292,7 +292,7 @@ def test_products_run_on_one_blas_thread(monkeypatch):
             self.threads = n
 
     fake = FakeBlas()
-    monkeypatch.setattr(rbm_module, "_BLAS_LIBS", [fake])
+    monkeypatch.setattr(_threads, "_BLAS_LIBS", [fake])
     seen = []
     real_matmul = np.matmul
     monkeypatch.setattr(rbm_module.np, "matmul", lambda *a, **k: seen.append(fake.threads) or real_matmul(*a, **k))
