@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -306,3 +307,28 @@ class DatumCursor:
             if not cur.next():
                 cur.first()  # wrap around, as Caffe's Data layer does
         return data, labels
+
+
+#: records decoded per chunk while accumulating
+CHUNK = 512
+
+
+def iter_records(db: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """Every record of a Datum LMDB, as float64 ``(n, C, H, W)`` chunks in key order."""
+    from ..proto import caffe_pb2
+
+    with LMDBSource(db, cache_limit_bytes=0) as src:
+        buf = np.empty((chunk, *src.record_shape), np.float64)
+        datum = caffe_pb2.Datum()
+        n = 0
+        for key, value in src._txn.cursor():
+            arr, _ = src.decode(key, value, datum)
+            if arr.shape != src.record_shape:
+                raise src._shape_error(key, arr.shape)
+            buf[n] = arr
+            n += 1
+            if n == chunk:
+                yield buf
+                n = 0
+        if n:
+            yield buf[:n]

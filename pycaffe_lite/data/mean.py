@@ -27,20 +27,18 @@ def compute_mean(lmdb_path: str):
         Missing or empty database, corrupt record, or records of different shapes.
     """
     from ..proto import caffe_pb2
-    from .lmdb_source import LMDBSource
+    from .lmdb_source import iter_records
 
-    with LMDBSource(lmdb_path, cache_limit_bytes=0) as src:
-        total = np.zeros(src.record_shape, np.float64)
-        datum = caffe_pb2.Datum()
-        n = 0
-        for key, value in src._txn.cursor():
-            arr, _ = src.decode(key, value, datum)
-            if arr.shape != src.record_shape:
-                raise src._shape_error(key, arr.shape)
+    total = None
+    n = 0
+    for chunk in iter_records(lmdb_path):
+        if total is None:
+            total = np.zeros(chunk.shape[1:], np.float64)
+        for arr in chunk:  # one record at a time, in key order, as Caffe adds them
             np.add(total, arr, out=total)
-            n += 1
-        if n == 0:
-            raise DataError(f"LMDB '{lmdb_path}' is empty")
+        n += len(chunk)
+    if n == 0:
+        raise DataError(f"LMDB '{lmdb_path}' is empty")
     mean = total.astype(np.float32) / np.float32(n)  # float32 division, as Caffe's
     C, H, W = mean.shape
     proto = caffe_pb2.BlobProto()

@@ -25,42 +25,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 
 import numpy as np
 
 from ..errors import DataError
+from .lmdb_source import iter_records
 
 log = logging.getLogger(__name__)
 
 #: largest record size (C * H * W) whitening accepts: the covariance is D x D float64 (128 MB at 4096)
 MAX_WHITEN_DIM = 4096
-#: records decoded per chunk while accumulating
-CHUNK = 512
-
-
-def iter_records(db: str, chunk: int = CHUNK) -> Iterator[np.ndarray]:
-    """Every record of a Datum LMDB, as float64 ``(n, C, H, W)`` chunks in key order."""
-    from ..proto import caffe_pb2
-    from .lmdb_source import LMDBSource
-
-    with LMDBSource(db, cache_limit_bytes=0) as src:
-        buf = np.empty((chunk, *src.record_shape), np.float64)
-        datum = caffe_pb2.Datum()
-        n = 0
-        for key, value in src._txn.cursor():
-            arr, _ = src.decode(key, value, datum)
-            if arr.shape != src.record_shape:
-                raise src._shape_error(key, arr.shape)
-            buf[n] = arr
-            n += 1
-            if n == chunk:
-                yield buf
-                n = 0
-        if n:
-            yield buf[:n]
-
-
 def _blob(arr: np.ndarray):
     from ..io.arrays import array_to_blobproto
 
