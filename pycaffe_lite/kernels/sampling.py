@@ -2,8 +2,11 @@
 
 What is here and what is not, by measurement (batch 20, 500 hidden, 784 visible, 2 cores):
 
-* The products ``x W^T``, ``h W`` and ``P^T Q`` go to BLAS through ``np.matmul(out=...)``
-  (100-220 us each, ~75% of an iteration; nothing written here comes close).
+* The products go to BLAS through ``np.matmul(out=...)`` (100-150 us each, ~75% of an
+  iteration; nothing written here comes close).  The hidden units' arrays are unit-major
+  (H, N): ``W x^T`` reads W as stored and takes ~110 us, where ``x W^T`` (which makes BLAS
+  pack a transposed W) took ~210 us with OpenBLAS's SkylakeX kernel; the ``_t`` kernels move
+  values between that layout and the item-major (N, H) top and uniforms.
 * The transcendental stays in NumPy: the layer computes ``sigmoid(z) = 0.5 tanh(z / 2) + 0.5``
   with ``np.tanh``, whose SIMD loop takes ~3 us per 10,000 values, where a Numba loop calling
   the scalar ``expf`` (no SVML here) takes ~21 us.  The tanh form never overflows.
@@ -15,7 +18,7 @@ What is here and what is not, by measurement (batch 20, 500 hidden, 784 visible,
 
 Every kernel takes preallocated float32 arrays (outputs last), allocates nothing, and runs
 serially: at these sizes a thread wake-up costs more than the loop.  2-D arguments are
-C-contiguous (rows may be slices of a larger C-contiguous buffer).
+C-contiguous or slices of a C-contiguous buffer (rows or columns of it).
 """
 from __future__ import annotations
 
@@ -66,37 +69,78 @@ def sigmoid_from_tanh_sample(t, u, out_p, out_s):
 
 
 @njit(cache=True, nogil=True)
-def hidden_data(t, out_p, out_neg):
-    """Data-driven hidden probabilities from ``t = tanh(z / 2)``: ``out_p = p`` (the top) and
-    ``out_neg = -p`` (the positive statistics, negated for the gradient product)."""
+def add_row_bias_half(a, bias, out):
+    """``out[j, n] = 0.5 * (a[j, n] + bias[j])``: :func:`add_bias_half` for the hidden units' arrays,
+    which the layer keeps unit-major (H, N) (``out`` may be ``a``)."""
     half = np.float32(0.5)
-    for r in range(t.shape[0]):
-        tr = t[r]
-        pr = out_p[r]
-        nr = out_neg[r]
-        for j in range(tr.size):
-            p = half * tr[j] + half
-            pr[j] = p
-            nr[j] = -p
+    for j in range(a.shape[0]):
+        aj = a[j]
+        oj = out[j]
+        bj = bias[j]
+        for n in range(aj.size):
+            oj[n] = half * (aj[n] + bj)
 
 
 @njit(cache=True, nogil=True)
-def hidden_data_sample(t, u, out_p, out_neg, out_s):
-    """:func:`hidden_data` plus the sample that starts a CD chain: ``out_s = 1 if u < p else 0``."""
+def sigmoid_from_tanh_t(t, out):
+    """``out[n, j] = 0.5 * t[j, n] + 0.5``: probabilities from unit-major ``t`` (H, N) into an
+    item-major top (N, H)."""
+    half = np.float32(0.5)
+    for j in range(t.shape[0]):
+        tj = t[j]
+        for n in range(tj.size):
+            out[n, j] = half * tj[n] + half
+
+
+@njit(cache=True, nogil=True)
+def sigmoid_from_tanh_sample_t(t, u, out_p, out_s):
+    """:func:`sigmoid_from_tanh_sample` on unit-major arrays: ``t``, ``out_p`` and ``out_s`` are
+    (H, N) and the uniforms ``u`` item-major (N, H), so unit j of item n compares ``u[n, j]``
+    whatever the layout (the draws are those of the item-major form)."""
     half = np.float32(0.5)
     one = np.float32(1.0)
     zero = np.float32(0.0)
-    for r in range(t.shape[0]):
-        tr = t[r]
-        ur = u[r]
-        pr = out_p[r]
-        nr = out_neg[r]
-        sr = out_s[r]
-        for j in range(tr.size):
-            p = half * tr[j] + half
-            pr[j] = p
-            nr[j] = -p
-            sr[j] = one if ur[j] < p else zero
+    for j in range(t.shape[0]):
+        tj = t[j]
+        pj = out_p[j]
+        sj = out_s[j]
+        for n in range(tj.size):
+            p = half * tj[n] + half
+            pj[n] = p
+            sj[n] = one if u[n, j] < p else zero
+
+
+@njit(cache=True, nogil=True)
+def hidden_data_t(t, top, out_neg):
+    """Data-driven hidden probabilities from unit-major ``t = tanh(z / 2)`` (H, N): ``top[n, j] = p``
+    (the layer's item-major top) and ``out_neg[j, n] = -p`` (the positive statistics, negated for
+    the gradient product)."""
+    half = np.float32(0.5)
+    for j in range(t.shape[0]):
+        tj = t[j]
+        nj = out_neg[j]
+        for n in range(tj.size):
+            p = half * tj[n] + half
+            top[n, j] = p
+            nj[n] = -p
+
+
+@njit(cache=True, nogil=True)
+def hidden_data_sample_t(t, u, top, out_neg, out_s):
+    """:func:`hidden_data_t` plus the sample that starts a CD chain: ``out_s[j, n] = 1 if u[n, j] < p
+    else 0`` (``u`` item-major (N, H), ``out_s`` unit-major)."""
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for j in range(t.shape[0]):
+        tj = t[j]
+        nj = out_neg[j]
+        sj = out_s[j]
+        for n in range(tj.size):
+            p = half * tj[n] + half
+            top[n, j] = p
+            nj[n] = -p
+            sj[n] = one if u[n, j] < p else zero
 
 
 @njit(cache=True, nogil=True)
@@ -148,6 +192,18 @@ def signed_column_sums_add(a, split, alpha, scratch, out):
                 scratch[j] += ar[j]
     for j in range(cols):
         out[j] = out[j] + np.float32(alpha * scratch[j])
+
+
+@njit(cache=True, nogil=True)
+def row_sums_add(a, alpha, out):
+    """``out[j] += alpha * sum_n a[j, n]`` (``a`` 2-D (J, N), ``out`` (J,)); each sum runs in float64
+    before one float32 rounding."""
+    for j in range(a.shape[0]):
+        aj = a[j]
+        s = 0.0
+        for n in range(aj.size):
+            s += aj[n]
+        out[j] = out[j] + np.float32(alpha * s)
 
 
 @njit(cache=True, nogil=True)

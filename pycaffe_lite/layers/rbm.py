@@ -130,7 +130,7 @@ class RBMLayer(Layer):
                     f"rbm_param.num_chains is {self.num_chains} but the batch holds {N} items; persistent CD "
                     f"advances one chain per batch item: set num_chains to {N} or leave it 0 (= the batch size)"
                 )
-            self.chain = np.zeros((self.num_chains, self.H), np.float32)
+            self.chain = np.zeros((self.H, self.num_chains), np.float32)  # unit-major, like _hs
         elif p.num_chains and not p.persistent:
             raise self.config_error(
                 f"rbm_param.num_chains ({p.num_chains}) is only used with persistent: true (PCD); CD chains "
@@ -155,14 +155,16 @@ class RBMLayer(Layer):
     def _allocate(self, N: int) -> None:
         H, V = self.H, self.V
         f32 = np.float32
-        # Rows [:N] belong to the data, rows [N:] to the model (the chain), so that one product
+        # Items [:N] belong to the data, [N:] to the model (the chain), so that one product
         # P^T Q = -h_data^T x + h_model^T x_model gives the weight statistic, and PCD computes
-        # both hidden layers with one product [x; x_model] W^T.
-        self._A = np.empty((2 * N, H), f32)   # [x; x_model] W^T (no bias); A[:N] feeds F(x)
-        self._T = np.empty((2 * N, H), f32)   # tanh((A + c) / 2)
-        self._P = np.empty((2 * N, H), f32)   # [-h_data; h_model] probabilities
+        # both hidden layers with one product W [x; x_model]^T.  The hidden units' arrays are
+        # unit-major (H, 2N): W x^T reads W as stored and takes half the time of x W^T, for which
+        # BLAS packs a transposed copy of W (kernels/sampling.py).
+        self._AT = np.empty((H, 2 * N), f32)  # W [x; x_model]^T (no bias); AT[:, :N] feeds F(x)
+        self._TT = np.empty((H, 2 * N), f32)  # tanh((AT + c) / 2)
+        self._PT = np.empty((H, 2 * N), f32)  # [-h_data, h_model] probabilities, unit-major
         self._Q = np.empty((2 * N, V), f32)   # [x; x_model]
-        self._hs = np.empty((N, H), f32)      # sampled hidden states driving a CD chain
+        self._hs = np.empty((H, N), f32)      # sampled hidden states driving a CD chain (unit-major)
         self._uh = np.empty((N, H), f32)      # uniforms for hidden samples
         self._uv = np.empty((N, V), f32)      # uniforms / normals for visible samples
         self._R = np.empty((N, V), f32)       # mean-field reconstruction (top 1)
@@ -226,13 +228,21 @@ class RBMLayer(Layer):
             raise self._range_error(blob, lo, hi)
 
     def _tanh_half(self, a: np.ndarray, bias: np.ndarray, t: np.ndarray) -> None:
-        """``t = tanh((a + bias) / 2)``, so that ``sigmoid(a + bias) = 0.5 t + 0.5``."""
+        """``t = tanh((a + bias) / 2)``, so that ``sigmoid(a + bias) = 0.5 t + 0.5`` (item-major
+        ``a``: a bias per column)."""
         K.add_bias_half(a, bias, t)
         np.tanh(t, out=t)
 
-    # The work is written per slice of the hidden units (``j`` in the ``_h_*`` methods: columns of
-    # A, T, P, the top and the chain; rows of W) or of the visible units (``j`` in the ``_v_*``
-    # methods: columns of Q and R; columns of W), so that it runs either whole (``slice(None)``)
+    def _hidden_tanh(self, j: slice, cols: slice) -> np.ndarray:
+        """``TT[j, cols] = tanh((AT[j, cols] + c[j]) / 2)`` (unit-major: a bias per row)."""
+        t = self._TT[j, cols]
+        K.add_row_bias_half(self._AT[j, cols], self.blobs[2].data[j], t)
+        np.tanh(t, out=t)
+        return t
+
+    # The work is written per slice of the hidden units (``j`` in the ``_h_*`` methods: rows of
+    # AT, TT, PT, the chain and W; columns of the top) or of the visible units (``j`` in the
+    # ``_v_*`` methods: columns of Q, R and W), so that it runs either whole (``slice(None)``)
     # or as two halves on two threads (``_across``); each half writes only its own part of the
     # preallocated outputs and reads the same inputs, so the numbers do not depend on the split.
     # Random numbers are drawn for the whole batch before a split, in the serial order.
@@ -265,42 +275,40 @@ class RBMLayer(Layer):
 
     def _h_features(self, j: slice) -> None:
         """Feature layer: top = P(h|x), no statistics."""
-        N = self._N
-        np.matmul(self._x, self.blobs[0].data[j].T, out=self._A[:N, j])
-        self._tanh_half(self._A[:N, j], self.blobs[2].data[j], self._T[:N, j])
-        K.sigmoid_from_tanh(self._T[:N, j], self._top[:, j])
+        data = slice(0, self._N)
+        np.matmul(self.blobs[0].data[j], self._x.T, out=self._AT[j, data])
+        K.sigmoid_from_tanh_t(self._hidden_tanh(j, data), self._top[:, j])
 
     def _h_data_cd(self, j: slice) -> None:
         """CD: h_data = P(h|x) into the top and (negated) the statistics; h0 ~ h_data."""
-        N = self._N
-        A, T = self._A[:N, j], self._T[:N, j]
-        np.matmul(self._x, self.blobs[0].data[j].T, out=A)
-        self._tanh_half(A, self.blobs[2].data[j], T)
-        K.hidden_data_sample(T, self._uh[:, j], self._top[:, j], self._P[:N, j], self._hs[:, j])
+        data = slice(0, self._N)
+        np.matmul(self.blobs[0].data[j], self._x.T, out=self._AT[j, data])
+        K.hidden_data_sample_t(self._hidden_tanh(j, data), self._uh[:, j], self._top[:, j],
+                               self._PT[j, data], self._hs[j])
 
     def _v_model(self, j: slice) -> None:
         """x_model = P(x|h) (sampled if sample_visible) from the chain's hidden states."""
         q = self._Q[self._N:, j]
-        np.matmul(self._hsrc, self.blobs[0].data[:, j], out=q)
+        np.matmul(self._hsrc.T, self.blobs[0].data[:, j], out=q)
         self._visible(q, j, self.sample_visible)
 
     def _h_model(self, j: slice) -> None:
         """h_model = P(h | rows of Q) (the data too at PCD's first step); the chain's next hidden
         sample unless this was CD's last step; at PCD's first step also the data's P(h|x)."""
         N, rows = self._N, self._rows
-        A, T = self._A[rows, j], self._T[rows, j]
-        np.matmul(self._Q[rows], self.blobs[0].data[j].T, out=A)
-        self._tanh_half(A, self.blobs[2].data[j], T)
+        model = slice(N, 2 * N)
+        np.matmul(self.blobs[0].data[j], self._Q[rows].T, out=self._AT[j, rows])
+        T = self._hidden_tanh(j, rows)
         if rows.start == 0:
-            K.hidden_data(self._T[:N, j], self._top[:, j], self._P[:N, j])
+            K.hidden_data_t(T[:, :N], self._top[:, j], self._PT[j, :N])
         if self._sample_next:
-            K.sigmoid_from_tanh_sample(self._T[N:, j], self._uh[:, j], self._P[N:, j], self._hnext[:, j])
+            K.sigmoid_from_tanh_sample_t(self._TT[j, model], self._uh[:, j], self._PT[j, model], self._hnext[j])
         else:
-            K.sigmoid_from_tanh(self._T[N:, j], self._P[N:, j])
+            K.sigmoid_from_tanh(self._TT[j, model], self._PT[j, model])
         if self._last_step and self._G_in_forward:
-            # Rows j of the weight statistic need only columns j of P: computing them here
+            # Rows j of the weight statistic need only rows j of PT: computing them here
             # saves backward a hand-over between the threads.  Backward adds G to the diff.
-            np.matmul(self._P[:, j].T, self._Q, out=self._G[j])
+            np.matmul(self._PT[j], self._Q, out=self._G[j])
 
     def _v_recon(self, j: slice) -> None:
         """Top 1's mean-field reconstruction E[x | h = P(h|x)]."""
@@ -340,7 +348,7 @@ class RBMLayer(Layer):
             self._check_range(held_blob, xh)
             np.matmul(xh, W.T, out=self._Ah)
             b = self.blobs[1].data
-            K.free_energy_rows(x, self._A[:N], b, c, self.gaussian, self._fe)
+            K.free_energy_rows(x, self._AT[:, :N].T, b, c, self.gaussian, self._fe)
             K.free_energy_rows(xh, self._Ah, b, c, self.gaussian, self._feh)
             top[2].data[...] = self._fe.mean() - self._feh.mean()
         self._x = self._top = None
@@ -406,12 +414,12 @@ class RBMLayer(Layer):
         if self.param_propagate_down[1]:
             K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
         if self.param_propagate_down[2]:
-            K.signed_column_sums_add(self._P, 0, inv_n, self._scratch, c.diff)
+            K.row_sums_add(self._PT, inv_n, c.diff)
 
     # ---------------------------------------------------------------- state
     def get_state(self) -> list[np.ndarray]:
         """PCD: ``[hidden states of the persistent chains (num_chains, H)]``; CD: ``[]``."""
-        return [self.chain.copy()] if self.persistent else []
+        return [self.chain.T.copy()] if self.persistent else []
 
     def set_state(self, arrays) -> None:
         """Restore the persistent chains; saved chains are ignored (with a warning) by a CD layer,
@@ -429,4 +437,4 @@ class RBMLayer(Layer):
                 f"{expected} (num_chains x num_hidden); was the snapshot written with another batch size or "
                 "num_hidden?"
             )
-        self.chain[...] = arrays[0]
+        self.chain[...] = np.asarray(arrays[0]).T

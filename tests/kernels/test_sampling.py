@@ -71,17 +71,48 @@ def test_sampling_frequency():
 
 
 @ids
-def test_hidden_data(shape):
-    t, u = rand(shape, 0), rand(shape, 1, 0.0, 1.0)
-    p, neg, s = np.empty_like(t), np.empty_like(t), np.empty_like(t)
-    K.hidden_data_sample(t, u, p, neg, s)
-    np.testing.assert_allclose(p, 0.5 * t.astype(np.float64) + 0.5, atol=1e-7)
-    np.testing.assert_array_equal(neg, -p)
-    np.testing.assert_array_equal(s, (u < p).astype(np.float32))
-    p2, neg2 = np.empty_like(t), np.empty_like(t)
-    K.hidden_data(t, p2, neg2)
-    np.testing.assert_array_equal(p2, p)
+def test_add_row_bias_half(shape):
+    a, bias = rand(shape, 0, -5, 5), rand(shape[0], 1)
+    out = np.empty_like(a)
+    K.add_row_bias_half(a, bias, out)
+    np.testing.assert_allclose(out, 0.5 * (a.astype(np.float64) + bias[:, None]), rtol=1e-6, atol=1e-7)
+    K.add_row_bias_half(a, bias, a)  # in place
+    np.testing.assert_array_equal(a, out)
+
+
+@ids
+def test_unit_major_kernels(shape):
+    """The ``_t`` kernels read unit-major t (H, N) and item-major uniforms (N, H) and write the
+    item-major top: the same numbers as the item-major kernels on the transposed arrays."""
+    t, u = rand(shape, 0), rand(shape[::-1], 1, 0.0, 1.0)
+    t.flat[0], u.flat[0] = -1.0, 0.0  # p = 0 never fires, even for u = 0
+    top, neg, s = np.full(shape[::-1], 7.0, np.float32), np.empty_like(t), np.empty_like(t)
+    K.hidden_data_sample_t(t, u, top, neg, s)
+    p = 0.5 * t.astype(np.float64) + 0.5
+    np.testing.assert_allclose(top, p.T, atol=1e-7)
+    np.testing.assert_array_equal(neg, -top.T)
+    np.testing.assert_array_equal(s, (u.T < top.T).astype(np.float32))
+    assert s.flat[0] == 0
+    top2, neg2 = np.empty_like(top), np.empty_like(t)
+    K.hidden_data_t(t, top2, neg2)
+    np.testing.assert_array_equal(top2, top)
     np.testing.assert_array_equal(neg2, neg)
+    top3 = np.empty_like(top)
+    K.sigmoid_from_tanh_t(t, top3)
+    np.testing.assert_array_equal(top3, top)
+    p4, s4 = np.empty_like(t), np.empty_like(t)
+    K.sigmoid_from_tanh_sample_t(t, u, p4, s4)
+    np.testing.assert_array_equal(p4, top.T)
+    np.testing.assert_array_equal(s4, s)
+
+
+@ids
+def test_row_sums_add(shape):
+    a = rand(shape, 0)
+    out = rand(shape[0], 1)
+    want = out + 0.5 * a.astype(np.float64).sum(axis=1)
+    K.row_sums_add(a, np.float32(0.5), out)
+    np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
 
 
 @ids
@@ -145,26 +176,28 @@ def test_squared_error_sum(shape):
     assert K.squared_error_sum(x, r) == pytest.approx(expected, rel=1e-12)
 
 
-def test_kernels_on_column_halves_match_whole_rows():
-    """The RBM layer runs the kernels on column halves (strided views) from two threads: each
-    half writes only its columns, and together they equal the kernel on the whole array."""
-    t, u = rand((4, 21), 0), rand((4, 21), 1, 0.0, 1.0)
+def test_kernels_on_halves_match_whole_arrays():
+    """The RBM layer runs the kernels on halves (row blocks of unit-major arrays, column slices
+    of item-major ones: strided views) from two threads: each half writes only its part, and
+    together they equal the kernel on the whole array."""
+    t, u = rand((21, 4), 0), rand((4, 21), 1, 0.0, 1.0)
     bias = rand(21, 2)
     biased_whole, biased = np.empty_like(t), np.full_like(t, 9.0)
-    K.add_bias_half(t, bias, biased_whole)
-    whole = [np.empty_like(t) for _ in range(3)]
-    K.hidden_data_sample(t, u, *whole)
-    halves = [np.full_like(t, 9.0) for _ in range(3)]
+    K.add_row_bias_half(t, bias, biased_whole)
+    whole = [np.empty_like(u), np.empty_like(t), np.empty_like(t)]
+    K.hidden_data_sample_t(t, u, *whole)
+    halves = [np.full_like(u, 9.0), np.full_like(t, 9.0), np.full_like(t, 9.0)]
     for j in (slice(0, 16), slice(16, 21)):
-        K.add_bias_half(t[:, j], bias[j], biased[:, j])
-        K.hidden_data_sample(t[:, j], u[:, j], *(h[:, j] for h in halves))
+        K.add_row_bias_half(t[j], bias[j], biased[j])
+        K.hidden_data_sample_t(t[j], u[:, j], halves[0][:, j], halves[1][j], halves[2][j])
     np.testing.assert_array_equal(biased, biased_whole)
     for got, want in zip(halves, whole):
         np.testing.assert_array_equal(got, want)
-    s_whole, s_half = np.empty_like(t), np.full_like(t, 9.0)
-    p_whole, p_half = np.empty_like(t), np.full_like(t, 9.0)
-    K.sigmoid_from_tanh_sample(t, u, p_whole, s_whole)
+    v = u.copy()
+    s_whole, s_half = np.empty_like(v), np.full_like(v, 9.0)
+    p_whole, p_half = np.empty_like(v), np.full_like(v, 9.0)
+    K.sigmoid_from_tanh_sample(v, u, p_whole, s_whole)
     for j in (slice(0, 16), slice(16, 21)):
-        K.sigmoid_from_tanh_sample(t[:, j], u[:, j], p_half[:, j], s_half[:, j])
+        K.sigmoid_from_tanh_sample(v[:, j], u[:, j], p_half[:, j], s_half[:, j])
     np.testing.assert_array_equal(p_half, p_whole)
     np.testing.assert_array_equal(s_half, s_whole)
