@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._split import available_cpus, run_halves, split_point
+from .._split import available_cpus, gemm_halves, matmul_halves, split_point
 from .._threads import SerialBlas
 from ..errors import DataError
 from ..kernels import sampling as K
@@ -146,7 +146,7 @@ class RBMLayer(Layer):
                 p.hidden_bias_filler if p.HasField("hidden_bias_filler") else zero,
             ],
         )
-        self._G = None  # (H, V) weight statistic P^T Q, made at the first training forward
+        self._G = None  # (H, V) weight statistic P^T Q, made at the first training backward
         self._scratch = None
         self._N = -1
         self._M = -1
@@ -171,13 +171,12 @@ class RBMLayer(Layer):
         self._fe = np.empty(N, np.float64)
         self._N = N
         # Two cores without BLAS's threads (see SPLIT_PRODUCTS): products big enough to pay the
-        # hand-over are split in halves of the hidden / visible units.
+        # hand-over are split in halves of the hidden units (rows of the unit-major outputs) or
+        # of the visible units (columns of Q and R).
         if SPLIT_PRODUCTS and available_cpus() >= 2 and N * H * V >= MIN_SPLIT_MACS and min(H, V) >= 2:
-            h, v = split_point(H), split_point(V)
-            self._h_halves = (slice(0, h), slice(h, H))
-            self._v_halves = (slice(0, v), slice(v, V))
+            self._hcut, self._vcut = (0, split_point(H)), (1, split_point(V))
         else:
-            self._h_halves = self._v_halves = None
+            self._hcut = self._vcut = None
 
     def reshape(self, bottom, top) -> None:
         x = bottom[0]
@@ -233,24 +232,28 @@ class RBMLayer(Layer):
         K.add_bias_half(a, bias, t)
         np.tanh(t, out=t)
 
-    def _hidden_tanh(self, j: slice, cols: slice) -> np.ndarray:
-        """``TT[j, cols] = tanh((AT[j, cols] + c[j]) / 2)`` (unit-major: a bias per row)."""
-        t = self._TT[j, cols]
-        K.add_row_bias_half(self._AT[j, cols], self.blobs[2].data[j], t)
+    def _hidden_tanh(self, cols: slice) -> np.ndarray:
+        """``TT[:, cols] = tanh((AT[:, cols] + c) / 2)`` (unit-major: a bias per row)."""
+        t = self._TT[:, cols]
+        K.add_row_bias_half(self._AT[:, cols], self.blobs[2].data, t)
         np.tanh(t, out=t)
         return t
 
-    # The work is written per slice of the hidden units (``j`` in the ``_h_*`` methods: rows of
-    # AT, TT, PT, the chain and W; columns of the top) or of the visible units (``j`` in the
-    # ``_v_*`` methods: columns of Q, R and W), so that it runs either whole (``slice(None)``)
-    # or as two halves on two threads (``_across``); each half writes only its own part of the
-    # preallocated outputs and reads the same inputs, so the numbers do not depend on the split.
-    # Random numbers are drawn for the whole batch before a split, in the serial order.
-    def _across(self, fn, halves) -> None:
-        if halves is None:
-            fn(slice(None))
-        else:
-            run_halves(fn, *halves)
+    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, cut) -> None:
+        """``out = a @ b``: whole, or (``cut`` = (axis, k), see SPLIT_PRODUCTS) as two halves at
+        once when pycaffe_lite/_split.py's worker takes them, rows ``:k`` / ``k:`` of ``out`` (axis 0) or its columns (axis 1), one of them on the
+        worker thread of pycaffe_lite/_split.py.  Each half writes only its own part of ``out``,
+        so the numbers do not depend on the split; the element-wise work runs afterwards, here,
+        on the whole arrays."""
+        if cut is not None:
+            k = cut[1]
+            if cut[0] == 0:
+                halves = (a[:k], b, out[:k]), (a[k:], b, out[k:])
+            else:
+                halves = (a, b[:, :k], out[:, :k]), (a, b[:, k:], out[:, k:])
+            if matmul_halves(*halves):
+                return
+        np.matmul(a, b, out=out)  # whole: no split, or the worker declined (busy, or late)
 
     def _draw_visible_noise(self) -> None:
         if self.gaussian:
@@ -258,62 +261,34 @@ class RBMLayer(Layer):
         else:
             get_rng().random(out=self._uv, dtype=np.float32)
 
-    def _visible(self, v: np.ndarray, j: slice, sample: bool) -> None:
-        """``v`` holds ``h W[:, j]``: make it P(x|h) / E[x|h], or a sample of x|h (with the noise
-        drawn by :meth:`_draw_visible_noise`)."""
-        b = self.blobs[1].data[j]
+    def _visible(self, v: np.ndarray, sample: bool) -> None:
+        """``v`` holds ``h W``: make it P(x|h) / E[x|h], or a sample of x|h (with the noise drawn
+        by :meth:`_draw_visible_noise`)."""
+        b = self.blobs[1].data
         if self.gaussian:
             np.add(v, b, out=v)
             if sample:
-                np.add(v, self._uv[:, j], out=v)
+                np.add(v, self._uv, out=v)
             return
         self._tanh_half(v, b, v)
         if sample:
-            K.sigmoid_from_tanh_sample(v, self._uv[:, j], v, v)
+            K.sigmoid_from_tanh_sample(v, self._uv, v, v)
         else:
             K.sigmoid_from_tanh(v, v)
 
-    def _h_features(self, j: slice) -> None:
-        """Feature layer: top = P(h|x), no statistics."""
-        data = slice(0, self._N)
-        np.matmul(self.blobs[0].data[j], self._x.T, out=self._AT[j, data])
-        K.sigmoid_from_tanh_t(self._hidden_tanh(j, data), self._top[:, j])
-
-    def _h_data_cd(self, j: slice) -> None:
-        """CD: h_data = P(h|x) into the top and (negated) the statistics; h0 ~ h_data."""
-        data = slice(0, self._N)
-        np.matmul(self.blobs[0].data[j], self._x.T, out=self._AT[j, data])
-        K.hidden_data_sample_t(self._hidden_tanh(j, data), self._uh[:, j], self._top[:, j],
-                               self._PT[j, data], self._hs[j])
-
-    def _v_model(self, j: slice) -> None:
-        """x_model = P(x|h) (sampled if sample_visible) from the chain's hidden states."""
-        q = self._Q[self._N:, j]
-        np.matmul(self._hsrc.T, self.blobs[0].data[:, j], out=q)
-        self._visible(q, j, self.sample_visible)
-
-    def _h_model(self, j: slice) -> None:
+    def _h_model(self, rows: slice, sample_next: bool) -> None:
         """h_model = P(h | rows of Q) (the data too at PCD's first step); the chain's next hidden
-        sample unless this was CD's last step; at PCD's first step also the data's P(h|x)."""
-        N, rows = self._N, self._rows
+        sample if ``sample_next``; at PCD's first step also the data's P(h|x)."""
+        N = self._N
         model = slice(N, 2 * N)
-        np.matmul(self.blobs[0].data[j], self._Q[rows].T, out=self._AT[j, rows])
-        T = self._hidden_tanh(j, rows)
+        self._product(self.blobs[0].data, self._Q[rows].T, self._AT[:, rows], self._hcut)
+        T = self._hidden_tanh(rows)
         if rows.start == 0:
-            K.hidden_data_t(T[:, :N], self._top[:, j], self._PT[j, :N])
-        if self._sample_next:
-            K.sigmoid_from_tanh_sample_t(self._TT[j, model], self._uh[:, j], self._PT[j, model], self._hnext[j])
+            K.hidden_data_t(T[:, :N], self._top, self._PT[:, :N])
+        if sample_next:
+            K.sigmoid_from_tanh_sample_t(self._TT[:, model], self._uh, self._PT[:, model], self._hnext)
         else:
-            K.sigmoid_from_tanh(self._TT[j, model], self._PT[j, model])
-        if self._last_step and self._G_in_forward:
-            # Rows j of the weight statistic need only rows j of PT: computing them here
-            # saves backward a hand-over between the threads.  Backward adds G to the diff.
-            np.matmul(self._PT[j], self._Q, out=self._G[j])
-
-    def _v_recon(self, j: slice) -> None:
-        """Top 1's mean-field reconstruction E[x | h = P(h|x)]."""
-        np.matmul(self._top, self.blobs[0].data[:, j], out=self._R[:, j])
-        self._visible(self._R[:, j], j, sample=False)
+            K.sigmoid_from_tanh(self._TT[:, model], self._PT[:, model])
 
     def forward(self, bottom, top) -> None:
         with SerialBlas():
@@ -327,20 +302,20 @@ class RBMLayer(Layer):
             raise self._range_error(bottom[0], float(lo), float(hi))
         W = self.blobs[0].data
         c = self.blobs[2].data
-        self._x, self._top = x, top[0].data
+        self._x, self._top = x, top[0].data.reshape(N, self.H)
         self._stats_ready = self.phase == TRAIN and any(self.param_propagate_down)
-        self._G_in_forward = self._stats_ready and self.param_propagate_down[0]
-        if self._G_in_forward and self._G is None:
-            self._G = np.empty((self.H, self.V), np.float32)
         if not self._stats_ready:
-            self._across(self._h_features, self._h_halves)
+            data = slice(0, N)
+            self._product(W, x.T, self._AT[:, data], self._hcut)
+            K.sigmoid_from_tanh_t(self._hidden_tanh(data), self._top)
         elif self.persistent:
             self._pcd_chain()
         else:
             self._cd_chain()
-        # The statistics live in P and Q, not in the top: a layer above may work in place on it.
+        # The statistics live in PT and Q, not in the top: a layer above may work in place on it.
         if len(top) > 1:
-            self._across(self._v_recon, self._v_halves)
+            self._product(self._top, W, self._R, self._vcut)
+            self._visible(self._R, sample=False)
             top[1].data[...] = K.squared_error_sum(x, self._R) / N
         if len(top) > 2:
             held_blob = bottom[1]
@@ -357,39 +332,40 @@ class RBMLayer(Layer):
         get_rng().random(out=self._uh, dtype=np.float32)
         return self._uh
 
+    def _v_model(self) -> None:
+        """x_model = P(x|h) (sampled if sample_visible) from the chain's hidden states."""
+        if self.sample_visible:
+            self._draw_visible_noise()
+        q = self._Q[self._N:]
+        self._product(self._hsrc.T, self.blobs[0].data, q, self._vcut)
+        self._visible(q, self.sample_visible)
+
     def _cd_chain(self) -> None:
         """CD-k: h_data = P(h|x) (top and statistics) and h0 ~ h_data; then k steps of
         x_model = P(x|h) (sampled if sample_visible), h_model = P(h|x_model), h ~ h_model."""
         N = self._N
+        data = slice(0, N)
         self._sample_uniforms()
-        self._across(self._h_data_cd, self._h_halves)
+        self._product(self.blobs[0].data, self._x.T, self._AT[:, data], self._hcut)
+        K.hidden_data_sample_t(self._hidden_tanh(data), self._uh, self._top, self._PT[:, data], self._hs)
         self._hsrc = self._hnext = self._hs
-        self._rows = slice(N, 2 * N)
         for step in range(self.cd_k):
-            if self.sample_visible:
-                self._draw_visible_noise()
-            self._across(self._v_model, self._v_halves)
-            self._sample_next = step + 1 < self.cd_k
-            self._last_step = not self._sample_next
-            if self._sample_next:
+            self._v_model()
+            sample_next = step + 1 < self.cd_k
+            if sample_next:
                 self._sample_uniforms()
-            self._across(self._h_model, self._h_halves)
+            self._h_model(slice(N, 2 * N), sample_next)
 
     def _pcd_chain(self) -> None:
         """PCD-k: each step x_model = P(x|h) from the chains' hidden states, h_model =
         P(h|x_model), chains <- h ~ h_model.  The first step computes the data's hidden
-        probabilities in the same product: [x; x_model] W^T."""
+        probabilities in the same product: W [x; x_model]^T."""
         N = self._N
         self._hsrc = self._hnext = self.chain
-        self._sample_next = True
         for step in range(self.cd_k):
-            if self.sample_visible:
-                self._draw_visible_noise()
-            self._across(self._v_model, self._v_halves)
-            self._rows = slice(0, 2 * N) if step == 0 else slice(N, 2 * N)
-            self._last_step = step + 1 == self.cd_k
+            self._v_model()
             self._sample_uniforms()
-            self._across(self._h_model, self._h_halves)
+            self._h_model(slice(0, 2 * N) if step == 0 else slice(N, 2 * N), True)
 
     # ---------------------------------------------------------------- backward
     def backward(self, top, propagate_down, bottom) -> None:
@@ -408,9 +384,15 @@ class RBMLayer(Layer):
         if self._scratch is None:
             self._scratch = np.empty(max(self.H, self.V), np.float64)
         if self.param_propagate_down[0]:
-            # dW += (-h_data^T x + h_model^T x_model) / N: G = P^T Q, computed by forward's last
-            # split (see _h_model)
-            K.add_scaled(self._G.reshape(-1), inv_n, W.diff.reshape(-1))
+            # dW += (-h_data^T x + h_model^T x_model) / N = P^T Q / N: straight into the diff by
+            # BLAS (beta 1) when the product is split, else through G
+            k = self._hcut[1] if self._hcut is not None else 0
+            P, Q, dW = self._PT, self._Q, W.diff
+            if not (k and gemm_halves((P[:k], Q, dW[:k]), (P[k:], Q, dW[k:]), float(inv_n), 1.0)):
+                if self._G is None:
+                    self._G = np.empty((self.H, self.V), np.float32)
+                self._product(P, Q, self._G, self._hcut)
+                K.add_scaled(self._G.reshape(-1), inv_n, dW.reshape(-1))
         if self.param_propagate_down[1]:
             K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
         if self.param_propagate_down[2]:

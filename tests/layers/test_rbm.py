@@ -303,30 +303,44 @@ def test_products_run_on_one_blas_thread(monkeypatch):
     assert fake.calls == [1, 2, 1, 2] and fake.threads == 2  # forward, then backward
 
 
-SPLIT_CASES = {  # rbm_param, phase, number of tops, hand-overs per iteration
-    # CD-1: x W^T, h W, x_model W^T (with the weight statistic P^T Q), + h W for the recon top
-    "cd1_recon_gap": ("", "TRAIN", 3, 4),
-    "cd2_sampled_visible": ("cd_k: 2 sample_visible: true", "TRAIN", 1, 5),
-    "pcd2": ("persistent: true cd_k: 2", "TRAIN", 2, 5),
-    "gaussian_sampled": ("visible_type: GAUSSIAN sample_visible: true", "TRAIN", 2, 4),
-    "test_phase": ("", "TEST", 3, 2),
+SPLIT_CASES = {  # rbm_param, phase, number of tops, products per iteration (forward), weight statistic?
+    # CD-1: W x^T, h W, W x_model^T, + P(h|x) W for the recon top; backward: P^T Q
+    "cd1_recon_gap": ("", "TRAIN", 3, 4, True),
+    "cd2_sampled_visible": ("cd_k: 2 sample_visible: true", "TRAIN", 1, 5, True),
+    "pcd2": ("persistent: true cd_k: 2", "TRAIN", 2, 5, True),
+    "gaussian_sampled": ("visible_type: GAUSSIAN sample_visible: true", "TRAIN", 2, 4, True),
+    "test_phase": ("", "TEST", 3, 2, False),
 }
 
 
+@pytest.mark.parametrize("worker", ["gemm", "python"])
 @pytest.mark.parametrize("case", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
-def test_split_over_two_threads_gives_the_serial_numbers(case, monkeypatch):
-    """Halves of the hidden / visible units on two threads: the same tops, diffs and chains as
-    the serial path over several training iterations (the same random draws; BLAS may round a
-    sub-product differently in the last bit, hence the tolerance)."""
+def test_split_over_two_threads_gives_the_serial_numbers(case, worker, monkeypatch):
+    """Products split in halves of the hidden / visible units, one on a worker thread (the GIL-free
+    BLAS worker, or the Python worker where NumPy's sgemm cannot be called directly): the same
+    tops, diffs and chains as the serial path over several training iterations (the same random
+    draws; BLAS may round a sub-product differently in the last bit, hence the tolerance)."""
+    from pycaffe_lite import _split
     from pycaffe_lite.layers import rbm as rbm_module
 
-    extra, phase, num_top, per_iter = case
+    extra, phase, num_top, per_iter, statistic = case
+    if worker == "python":
+        monkeypatch.setattr(_split, "_get_gemm_worker", lambda: None)
+    elif _split._get_gemm_worker() is None:
+        pytest.fail("NumPy's OpenBLAS sgemm was not found: the split runs on the Python worker only")
+    else:  # never decline for lateness here (tests/test_split.py covers that)
+        monkeypatch.setattr(_split._get_gemm_worker(), "serial_left", 0)
+        monkeypatch.setattr(_split._GemmWorker, "_note", lambda self, late: None)
     gaussian = "GAUSSIAN" in extra
     x = data((7, 45), 0, gaussian=gaussian)
     bottoms = [x, data((5, 45), 1, gaussian=gaussian)] if num_top == 3 else [x]
-    real_run_halves = rbm_module.run_halves
-    calls = []
-    monkeypatch.setattr(rbm_module, "run_halves", lambda *a: calls.append(a[1:]) or real_run_halves(*a))
+    calls, runs = [], []
+    real_matmul, real_gemm, real_run = _split.matmul_halves, _split.gemm_halves, _split.run_halves
+    monkeypatch.setattr(rbm_module, "matmul_halves", lambda f, s: calls.append((f[2].shape, s[2].shape)) or
+                        real_matmul(f, s))
+    monkeypatch.setattr(rbm_module, "gemm_halves", lambda f, s, *a: calls.append((f[2].shape, s[2].shape)) or
+                        real_gemm(f, s, *a))
+    monkeypatch.setattr(_split, "run_halves", lambda *a: runs.append(1) or real_run(*a))
     monkeypatch.setattr(rbm_module, "available_cpus", lambda: 2)
     monkeypatch.setattr(rbm_module, "SPLIT_PRODUCTS", True)
     results = {}
@@ -345,10 +359,14 @@ def test_split_over_two_threads_gives_the_serial_numbers(case, monkeypatch):
     assert len(results["split"]) == len(results["serial"])
     for a, b in zip(results["serial"], results["split"]):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-    # 37 hidden units split at 16, 45 visible at 16 (halves start on 64-byte boundaries)
-    halves = {tuple((h.start, h.stop) for h in c) for c in calls}
-    assert halves <= {((0, 16), (16, 37)), ((0, 16), (16, 45))} and len(halves) == 2
-    assert len(calls) == 3 * per_iter
+    # 37 hidden units split at 16 (rows of the unit-major outputs), 45 visible at 16 (columns):
+    # halves start on 64-byte boundaries
+    assert {(f[0], s[0]) for f, s in calls if f[0] != s[0]} <= {(16, 21)}
+    assert {(f[1], s[1]) for f, s in calls if f[1] != s[1]} <= {(16, 29)}
+    # the weight statistic: accumulated into the diff by the BLAS worker, or (its try refused)
+    # a split product into G on the Python worker
+    assert len(calls) == 3 * (per_iter + statistic * (1 if worker == "gemm" else 2))
+    assert bool(runs) == (worker == "python")  # the Python worker only as the fallback
 
 
 @pytest.mark.parametrize("on,cpus,N,expect_split", [(True, 2, 20, True), (True, 1, 20, False), (True, 2, 2, False),
@@ -359,8 +377,8 @@ def test_split_needs_two_processors_and_a_big_enough_layer(monkeypatch, on, cpus
     monkeypatch.setattr(rbm_module, "available_cpus", lambda: cpus)
     monkeypatch.setattr(rbm_module, "SPLIT_PRODUCTS", on)
     layer, _, _ = setup_layer(rbm(num_hidden=500, fillers=""), [data((N, 784))])
-    assert (layer._h_halves is not None) == expect_split  # 2 x 500 x 784 < MIN_SPLIT_MACS
-    assert (layer._v_halves is not None) == expect_split
+    assert (layer._hcut is not None) == expect_split  # 2 x 500 x 784 < MIN_SPLIT_MACS
+    assert (layer._vcut is not None) == expect_split
 
 
 # ------------------------------------------------------------------------------ state
