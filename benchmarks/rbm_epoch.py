@@ -22,9 +22,10 @@ timing, so that two whole processes (``--epochs 10 --no-breakdown`` and ``--epoc
 --sklearn-only``) can be timed against each other from outside, e.g. with ``/usr/bin/time``.
 
 The RBM layer runs its products on one BLAS thread (when threadpoolctl is installed; see
-``_SerialBlas`` in pycaffe_lite/layers/rbm.py); scikit-learn uses BLAS's default.  By default the
-layer splits each product in two halves run on two threads, each with one BLAS thread
-(``SPLIT_PRODUCTS`` in the same file); ``--serial`` turns that off.
+``SerialBlas`` in pycaffe_lite/_threads.py); scikit-learn uses BLAS's default.  By default the
+layer splits each product in two halves run at once on two threads, each with one BLAS thread
+(``SPLIT_PRODUCTS`` in pycaffe_lite/layers/rbm.py, pycaffe_lite/_split.py); ``--serial`` turns
+that off.
 """
 import os
 

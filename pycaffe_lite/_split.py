@@ -10,6 +10,11 @@ preallocated outputs: the numbers are the same as running both halves one after 
 
 One worker serves the whole process (made at the first use, a daemon thread; remade after a
 fork).  A caller that finds it busy (another thread is using it) runs both halves itself.
+
+Two workers: :func:`run_halves` hands any Python callable to a Python thread (:class:`_Worker`);
+:func:`matmul_halves` and :func:`gemm_halves` hand a matrix product to a thread that runs BLAS
+from a Numba loop and never needs the GIL (:class:`_GemmWorker`), for products of 50-100 us
+where the Python worker's wake-ups and GIL hand-offs ate a third of the gain.
 """
 from __future__ import annotations
 
@@ -124,7 +129,11 @@ class _GemmWorker:
     own OpenBLAS ``sgemm`` (pycaffe_lite/_blas.py) and never touches the GIL; the caller spins on
     the done counter (:data:`CALLER_SPIN_US`).  Past those budgets both sleep, so an idle
     process costs no CPU.  The caller takes a job back (runs it itself) if the worker has not
-    claimed it by the time the caller's own half is done, as :class:`_Worker` does."""
+    claimed it by the time the caller's own half is done, as :class:`_Worker` does.
+
+    Whether splitting pays is measured, not assumed (:class:`_Chooser`): with the other core busy
+    (another process, or a host that runs both virtual cores on one physical core) a split
+    product took up to 1.45x the time of the whole product on the caller."""
 
     def __init__(self, sgemm) -> None:
         from .kernels import spin
@@ -139,8 +148,7 @@ class _GemmWorker:
         self._seq = 0
         self._wake = threading.Condition(threading.Lock())
         self._sleeping = False
-        self._late = 0.0          # running rate of late hand-overs (see _note)
-        self.serial_left = 0      # pairs still to run both on the caller (see _note)
+        self.chooser = _Chooser()
         per_us = spin.checks_per_us()
         self._worker_checks = max(1, int(WORKER_SPIN_US * per_us))
         self._caller_checks = max(1, int(CALLER_SPIN_US * per_us))
@@ -158,67 +166,83 @@ class _GemmWorker:
                     self._wake.wait()
                 self._sleeping = False
 
-    def serial_now(self) -> bool:
-        """True (and one pair fewer to go) while pairs are to run whole on the caller because the
-        worker has been late (see :meth:`_note`)."""
-        if self.serial_left > 0:
-            self.serial_left -= 1
-            return True
-        return False
-
-    def matmul_pair(self, mine, theirs, alpha: float = 1.0, beta: float = 0.0) -> bool:
-        """``out = alpha a @ b + beta out`` for ``mine`` here and for ``theirs`` on the worker, at
-        once (each an ``(a, b, out)`` triple); False, with nothing done, when a view is not
-        BLAS-shaped (``theirs``, or ``mine`` when ``beta`` is not 0)."""
+    def product(self, first, second, whole, alpha: float = 1.0, beta: float = 0.0) -> bool:
+        """``out = alpha a @ b + beta out`` for ``whole``, either whole here or as ``first`` here and
+        ``second`` on the worker at once (:class:`_Chooser` decides); False, with nothing done,
+        when a view BLAS cannot take makes it impossible (with ``beta`` 0 the caller can then use
+        NumPy)."""
         from . import _blas
         from .kernels import spin
 
         plain = alpha == 1.0 and beta == 0.0
-        if not _blas.describe(*theirs, self._desc) or not (plain or _blas.describe(*mine, self._mine)):
+        split = not self.chooser.whole_now()
+        if split and not (_blas.describe(*second, self._desc) and (plain or _blas.describe(*first, self._mine))):
+            split = False
+        if not split and not (plain or _blas.describe(*whole, self._mine)):
             return False
         self._scal[0], self._scal[1] = alpha, beta
+        if not split:
+            self._here(whole, plain)
+            return True
         c = self._counters
         self._seq += 1
         seq = self._seq
         spin.publish(c, spin.POSTED, seq)
         with self._wake:
-            woken = self._sleeping
-            if woken:
+            if self._sleeping:
                 self._wake.notify()
-        t0 = time.perf_counter()
-        self._mine_here(mine, plain)
-        t1 = time.perf_counter()
-        late = spin.claim(c, spin.CLAIMED, seq)
-        if late:
+        self._here(first, plain)
+        if spin.claim(c, spin.CLAIMED, seq):
             spin.call_gemm(self._sgemm, self._desc, self._scal)  # the worker has not started: do it here
         else:
             while not spin.wait_until(c, spin.DONE, seq, self._caller_checks):
                 time.sleep(50e-6)  # the worker's core is taken by another process
-            late = time.perf_counter() - t1 > max(LATE_US * 1e-6, 0.5 * (t1 - t0))
-        if not woken:  # a worker woken from sleep is expected to be late; one spinning is not
-            self._note(late)
         return True
 
-    def _mine_here(self, mine, plain: bool) -> None:
+    def _here(self, t, plain: bool) -> None:
         from .kernels import spin
 
         if plain:
-            np.matmul(mine[0], mine[1], out=mine[2])
+            np.matmul(t[0], t[1], out=t[2])
         else:
             spin.call_gemm(self._sgemm, self._mine, self._scal)
 
-    def _note(self, late: bool) -> None:
-        """Keep a running rate of late hand-overs (an average over ~16); above LATE_RATE the next
-        SERIAL_JOBS calls of
-        :func:`matmul_halves` / :func:`gemm_halves` decline, so that the caller runs the product
-        whole.  With another process on the other core the worker is descheduled for milliseconds
-        at a time, and a caller waiting for a half it cannot take back made an RBM epoch 1.45x
-        slower than the serial path (the two halves one after the other still 1.13x: one whole
-        product beats two halves)."""
-        self._late += (float(late) - self._late) / 16
-        if self._late > LATE_RATE:
-            self._late = 0.0
-            self.serial_left = SERIAL_JOBS
+
+class _Chooser:
+    """Split a product over the two threads, or run it whole on the caller: whichever has made
+    the caller's loop faster lately.  Of every CYCLE products the first PROBE run the other way;
+    the wall time from the first to the PROBE-th product of the cycle (products and everything
+    the caller did between them) is compared with that of the last PROBE products, run the
+    current way, and the faster way is kept for the next cycle.  Product times alone would not
+    do: with the other core busy a split product itself is still faster, but the worker's spinning
+    between products takes the caller's share of a core.  On an idle 2-core machine splitting wins
+    (RBM epoch 0.11 vs 0.14 s); with the other core busy the whole product does (0.14 vs 0.2 s).
+    A comparison whose two windows differ more than 3x (something else happened in one of them,
+    e.g. a test pass) is ignored."""
+
+    def __init__(self) -> None:
+        self.whole = False   # the current way
+        self.n = 0           # products so far
+        self._t_probe = self._t_current = self._probe = None
+
+    def whole_now(self) -> bool:
+        """Called once before each product: run this one whole?"""
+        i = self.n % CYCLE
+        now = time.perf_counter()
+        if i == 0:
+            if self._probe is not None and self._t_current is not None:
+                self._decide(self._probe, now - self._t_current)
+            self._t_probe, self._probe, self._t_current = now, None, None
+        elif i == PROBE and self._t_probe is not None:
+            self._probe = now - self._t_probe
+        elif i == CYCLE - PROBE:
+            self._t_current = now
+        self.n += 1
+        return self.whole != (i < PROBE)
+
+    def _decide(self, probe: float, current: float) -> None:
+        if probe < current < 3 * probe:
+            self.whole = not self.whole
 
 
 #: How long the product worker keeps checking for the next job before it sleeps, and how long the
@@ -227,14 +251,9 @@ class _GemmWorker:
 #: enough that a finished training run leaves no thread spinning.
 WORKER_SPIN_US = 300
 CALLER_SPIN_US = 2000
-#: A worker is late when the caller finds its half not started after doing its own, or waits for
-#: it longer than this (or than half the caller's own time, if longer).
-LATE_US = 100
-#: Above this running rate of late hand-overs the next SERIAL_JOBS products run whole on the
-#: caller (~0.2 s of RBM training), then the worker is tried again.  With the other core busy about
-#: every other hand-over is late; on an idle machine one in a few hundred.
-LATE_RATE = 0.3
-SERIAL_JOBS = 1000
+#: See _Chooser: products per cycle, and products run the other way at the start of each.
+CYCLE = 2048
+PROBE = 64
 
 _gemm_worker: _GemmWorker | None | bool = False  # False: not made yet; None: not available
 
@@ -253,40 +272,39 @@ def _get_gemm_worker() -> _GemmWorker | None:
     return w
 
 
-def gemm_halves(first, second, alpha: float, beta: float) -> bool:
-    """``out = alpha a @ b + beta out`` for two ``(a, b, out)`` triples at once, like
-    :func:`matmul_halves`; False, with nothing done, when NumPy's ``sgemm`` cannot be called
-    directly, a view is not BLAS-shaped, the worker is busy with another caller or has been late
-    (the caller then does the product another way, whole)."""
+def gemm_halves(first, second, whole, alpha: float, beta: float) -> bool:
+    """``out = alpha a @ b + beta out`` for the ``(a, b, out)`` triple ``whole``, split as
+    ``first`` and ``second`` (their outputs two disjoint parts of ``whole``'s) over two threads
+    when that is faster (see :func:`matmul_halves`); False, with nothing done, when NumPy's
+    ``sgemm`` cannot be called directly, a view is not BLAS-shaped, or the worker is busy with
+    another caller (the caller then does the product another way)."""
     w = _get_gemm_worker()
     if w is None or not w.busy.acquire(blocking=False):
         return False
     try:
-        return not w.serial_now() and w.matmul_pair(first, second, alpha, beta)
+        return w.product(first, second, whole, alpha, beta)
     finally:
         w.busy.release()
 
 
-def matmul_halves(first, second) -> bool:
-    """Two products ``out = a @ b`` at once (``first`` and ``second`` are ``(a, b, out)``
-    triples; the outputs must not overlap): ``first`` here, ``second`` on a worker thread that
-    calls BLAS without the GIL.  Each product must be small enough for one BLAS thread: the
-    caller holds BLAS to one thread (``_threads.SerialBlas``).  Falls back to :func:`run_halves`
-    (a Python worker) when NumPy's OpenBLAS ``sgemm`` cannot be called directly or ``second``'s
-    views are not BLAS-shaped.  Returns False, with nothing done, when the caller should run the
-    product whole: the worker is busy with another caller, or has been late (its core busy)."""
+def matmul_halves(first, second, whole) -> None:
+    """``out = a @ b`` for the ``(a, b, out)`` triple ``whole``, split as ``first`` (here) and
+    ``second`` (on a worker thread that calls BLAS without the GIL) at once, or whole here,
+    whichever has been faster lately (:class:`_Chooser`).  The outputs of ``first`` and
+    ``second`` must be disjoint parts of ``whole``'s.  Each half must be small enough for one BLAS
+    thread: the caller holds BLAS to one thread (``_threads.SerialBlas``).  Falls back to
+    :func:`run_halves` (a Python worker) when NumPy's OpenBLAS ``sgemm`` cannot be called
+    directly, and to NumPy on the whole when a view is not BLAS-shaped or the worker is busy."""
     w = _get_gemm_worker()
     if w is None:
         run_halves(_matmul, first, second)
-        return True
+        return
     if not w.busy.acquire(blocking=False):
-        return False
+        _matmul(whole)
+        return
     try:
-        if w.serial_now():
-            return False
-        if not w.matmul_pair(first, second):
-            run_halves(_matmul, first, second)
-        return True
+        if not w.product(first, second, whole):
+            _matmul(whole)
     finally:
         w.busy.release()
 

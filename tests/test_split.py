@@ -87,25 +87,26 @@ def test_a_busy_worker_makes_the_caller_run_both_halves():
 
 # ------------------------------------------------------------------ the GIL-free product worker
 @pytest.fixture(autouse=True)
-def _worker_on_time():
-    """Each test starts with a worker that has not been late (see _GemmWorker._note)."""
+def _always_split(monkeypatch):
+    """The GIL-free worker's chooser (split or whole, by measurement) is tested on its own; the
+    other tests split every product."""
     w = _split._get_gemm_worker()
     if w is not None:
-        w.serial_left, w._late = 0, 0.0
+        monkeypatch.setattr(w.chooser, "whole_now", lambda: False)
 
 
 def _views(rs):
-    """(a, b, out) triples of every layout the RBM layer hands over: plain, transposed operands,
-    row blocks and column slices of larger buffers."""
+    """(first, second, whole) triples of (a, b, out) in every layout the RBM layer hands over:
+    transposed operands, row blocks and column slices of larger buffers."""
     W = rs.random((37, 45), dtype=np.float32)
     x = rs.random((7, 45), dtype=np.float32)
     h = rs.random((37, 7), dtype=np.float32)
     AT = np.zeros((37, 14), np.float32)
     Q = np.zeros((14, 45), np.float32)
     return [
-        ((W[:16], x.T, AT[:16, :7]), (W[16:], x.T, AT[16:, :7])),          # rows, transposed b
-        ((h.T, W[:, :16], Q[7:, :16]), (h.T, W[:, 16:], Q[7:, 16:])),     # columns, transposed a
-        ((W[:16], Q[7:].T, AT[:16, 7:]), (W[16:], Q[7:].T, AT[16:, 7:])),
+        ((W[:16], x.T, AT[:16, :7]), (W[16:], x.T, AT[16:, :7]), (W, x.T, AT[:, :7])),      # rows
+        ((h.T, W[:, :16], Q[7:, :16]), (h.T, W[:, 16:], Q[7:, 16:]), (h.T, W, Q[7:])),     # columns
+        ((W[:16], Q[7:].T, AT[:16, 7:]), (W[16:], Q[7:].T, AT[16:, 7:]), (W, Q[7:].T, AT[:, 7:])),
     ]
 
 
@@ -121,35 +122,36 @@ def test_matmul_halves_equal_numpy_and_run_on_the_worker():
     w = _split._get_gemm_worker()
     done_before = int(w._counters[16])
     for _ in range(30):
-        for first, second in _views(rs):
-            _split.matmul_halves(first, second)
-            for a, b, out in (first, second):
-                np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-6)
+        for first, second, whole in _views(rs):
+            _split.matmul_halves(first, second, whole)
+            np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
     assert int(w._counters[16]) > done_before  # DONE moved: the worker ran some halves
 
 
-def test_gemm_halves_accumulate():
+@pytest.mark.parametrize("split", [True, False])
+def test_gemm_halves_accumulate(split, monkeypatch):
+    monkeypatch.setattr(_split._get_gemm_worker().chooser, "whole_now", lambda: not split)
     rs = np.random.default_rng(1)
-    for first, second in _views(rs):
-        start = [rs.random(t[2].shape, dtype=np.float32) for t in (first, second)]
-        for t, s in zip((first, second), start):
-            t[2][...] = s
-        assert _split.gemm_halves(first, second, 0.25, 1.0)
-        for (a, b, out), s in zip((first, second), start):
-            np.testing.assert_allclose(out, s + 0.25 * (a @ b), rtol=1e-5, atol=1e-6)
+    for first, second, whole in _views(rs):
+        start = rs.random(whole[2].shape, dtype=np.float32)
+        whole[2][...] = start
+        assert _split.gemm_halves(first, second, whole, 0.25, 1.0)
+        np.testing.assert_allclose(whole[2], start + 0.25 * (whole[0] @ whole[1]), rtol=1e-5, atol=1e-6)
 
 
 def test_gemm_halves_refuse_views_blas_cannot_take():
     a = np.ones((4, 6), np.float32)
-    b = np.ones((12, 5), np.float32)[::2]  # every other row: still BLAS-shaped (leading dimension 10)
-    out = np.zeros((4, 5), np.float32)
-    bad = np.ones((6, 10), np.float32)[:, ::2]  # columns two floats apart: BLAS cannot take it
-    assert not _split.gemm_halves((a, bad, out), (a, bad, out.copy()), 1.0, 1.0)
-    assert not (out != 0).any()  # nothing was done
-    assert _split.gemm_halves((a, b, out), (a, b[:, :5], np.zeros((4, 5), np.float32)), 1.0, 0.0)
-    np.testing.assert_allclose(out, a @ b)
+    bad = np.ones((6, 20), np.float32)[:, ::2]  # columns two floats apart: BLAS cannot take it
+    out = np.zeros((4, 10), np.float32)
+    halves = (a, bad[:, :5], out[:, :5]), (a, bad[:, 5:], out[:, 5:])
+    assert not _split.gemm_halves(*halves, (a, bad, out), 1.0, 1.0)
+    assert not out.any()  # nothing was done
     f64 = np.ones((4, 6))
-    assert not _split.gemm_halves((f64, b, out), (f64, b, out), 1.0, 1.0)
+    b = np.ones((6, 10), np.float32)
+    assert not _split.gemm_halves((f64, b[:, :5], out[:, :5]), (f64, b[:, 5:], out[:, 5:]), (f64, b, out), 1.0, 1.0)
+    b2 = np.ones((12, 10), np.float32)[::2]  # every other row: still BLAS-shaped (leading dimension 20)
+    assert _split.gemm_halves((a, b2[:, :5], out[:, :5]), (a, b2[:, 5:], out[:, 5:]), (a, b2, out), 1.0, 0.0)
+    np.testing.assert_allclose(out, a @ b2)
 
 
 def test_matmul_halves_fall_back_for_views_blas_cannot_take():
@@ -157,7 +159,7 @@ def test_matmul_halves_fall_back_for_views_blas_cannot_take():
     a = rs.random((4, 6), dtype=np.float32)
     b = rs.random((6, 10), dtype=np.float32)
     out = np.zeros((4, 10), np.float32)
-    _split.matmul_halves((a, b[:, 0::2], out[:, 0::2]), (a, b[:, 1::2], out[:, 1::2]))  # strided halves
+    _split.matmul_halves((a, b[:, 0::2], out[:, 0::2]), (a, b[:, 1::2], out[:, 1::2]), (a, b, out))
     np.testing.assert_allclose(out, a @ b, rtol=1e-6)
 
 
@@ -168,11 +170,12 @@ def test_the_caller_runs_a_product_the_worker_has_not_claimed(monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", lambda self: started.append(self))
     w = _split._GemmWorker(_split._get_gemm_worker()._sgemm)
     assert len(started) == 1  # the worker's thread was made but not started
+    monkeypatch.setattr(w.chooser, "whole_now", lambda: False)
     rs = np.random.default_rng(3)
-    for first, second in _views(rs):
-        assert w.matmul_pair(first, second)
-        for a, b, out in (first, second):
-            np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-6)
+    for first, second, whole in _views(rs):
+        assert w.product(first, second, whole)
+        np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
+    assert w._seq == 3 and w._counters[8] == 3  # three jobs posted, all claimed back by the caller
 
 
 def test_the_worker_sleeps_when_idle_and_wakes_for_the_next_product():
@@ -180,8 +183,8 @@ def test_the_worker_sleeps_when_idle_and_wakes_for_the_next_product():
 
     w = _split._get_gemm_worker()
     rs = np.random.default_rng(4)
-    first, second = _views(rs)[0]
-    _split.matmul_halves(first, second)
+    first, second, whole = _views(rs)[0]
+    _split.matmul_halves(first, second, whole)
     deadline = time.monotonic() + 10
     while not w._sleeping and time.monotonic() < deadline:  # past its spin budget it sleeps
         time.sleep(0.01)
@@ -189,9 +192,9 @@ def test_the_worker_sleeps_when_idle_and_wakes_for_the_next_product():
     cpu = time.process_time()
     time.sleep(0.2)
     assert time.process_time() - cpu < 0.1  # asleep: no core spent
-    _split.matmul_halves(first, second)
-    for a, b, out in (first, second):
-        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-6)
+    whole[2][...] = 0
+    _split.matmul_halves(first, second, whole)
+    np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
 
 
 def test_a_forked_child_makes_its_own_product_worker():
@@ -210,35 +213,46 @@ def test_a_forked_child_makes_its_own_product_worker():
 def _child_products(q):
     try:
         rs = np.random.default_rng(5)
-        for first, second in _views(rs):
-            _split.matmul_halves(first, second)
-            for a, b, out in (first, second):
-                np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-6)
+        for first, second, whole in _views(rs):
+            _split.matmul_halves(first, second, whole)
+            np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
         w = _split._get_gemm_worker()
         q.put("ok" if w.pid == __import__("os").getpid() else "the child used the parent's worker")
     except Exception as e:  # noqa: BLE001 - reported to the parent
         q.put(repr(e))
 
 
-def test_a_late_worker_makes_the_caller_run_products_whole(monkeypatch):
-    """Late hand-overs at a sustained rate (the other core busy): the next SERIAL_JOBS calls
-    decline, so the caller runs each product whole, then the worker is tried again.  Sporadic
-    lateness (an idle machine's hiccups) does not."""
-    monkeypatch.setattr(_split, "SERIAL_JOBS", 3)
+def test_the_chooser_keeps_the_way_that_made_the_loop_faster(monkeypatch):
+    """Of every CYCLE products the first PROBE run the other way; the faster window wins."""
+    monkeypatch.setattr(_split, "CYCLE", 8)
+    monkeypatch.setattr(_split, "PROBE", 2)
+    clock = [0.0]
+    monkeypatch.setattr(_split.time, "perf_counter", lambda: clock[0])
+    cost = {False: 1.0, True: 2.0}  # whole -> seconds per product (and what follows it)
+    ch = _split._Chooser()
+    ways = []
+    for _ in range(40):
+        whole = ch.whole_now()
+        ways.append(whole)
+        clock[0] += cost[whole]
+    assert ways[:8] == [True, True] + [False] * 6  # probes, then the current way (split)
+    assert not ch.whole and ways.count(True) == 10  # splitting stayed faster: only the probes ran whole
+    cost = {False: 3.0, True: 2.0}  # now whole products are faster (the other core got busy)
+    for _ in range(16):
+        clock[0] += cost[ch.whole_now()]
+    assert ch.whole
+    clock[0] += 1000.0  # something else ran for a long time inside a window: that one is ignored
+    for _ in range(8):
+        clock[0] += cost[ch.whole_now()]
+    assert ch.whole
+
+
+@pytest.mark.parametrize("whole_now", [True, False])
+def test_the_product_equals_numpy_whichever_way_it_runs(whole_now, monkeypatch):
     w = _split._get_gemm_worker()
-    monkeypatch.setattr(w, "serial_left", 0)
-    monkeypatch.setattr(w, "_late", 0.0)
-    for late in ([True] + [False] * 7) * 20 + [True] * 3:  # 1 in 8, then 3 in a row
-        w._note(late)
-        assert w.serial_left == 0
-    for late in (False, True, False, True):  # every other one late
-        w._note(late)
-    assert w.serial_left == 3
-    first, second = _views(np.random.default_rng(6))[0]
-    assert [_split.matmul_halves(first, second) for _ in range(3)] == [False, False, False]
-    assert not first[2].any() and not second[2].any()  # declined calls do nothing
-    assert _split.matmul_halves(first, second)  # then the worker again
-    for a, b, out in (first, second):
-        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-6)
-    w.serial_left = 3
-    assert not _split.gemm_halves(first, second, 1.0, 1.0) and w.serial_left == 2
+    monkeypatch.setattr(w.chooser, "whole_now", lambda: whole_now)
+    seq = w._seq
+    for first, second, whole in _views(np.random.default_rng(6)):
+        _split.matmul_halves(first, second, whole)
+        np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
+    assert (w._seq == seq) == whole_now  # whole: nothing posted to the worker

@@ -13,6 +13,11 @@ pooling
     MAX (with an int32 argmax mask) and AVE pooling, forward and backward, Caffe's rules.
 stochastic_pooling
     STOCHASTIC pooling: TRAIN sampling (index in the MAX mask's layout), TEST weighted average.
+sampling
+    The RBM's contrastive-divergence step: logistic units, Bernoulli draws, statistics.
+spin
+    Atomic counters, bounded spin-waits and the GIL-free product worker's loop (NumPy's own
+    OpenBLAS ``sgemm`` called from Numba; pycaffe_lite/_split.py).
 
 Parallel kernels use ``prange``; set ``OMP_WAIT_POLICY=passive`` and
 ``OPENBLAS_THREAD_TIMEOUT`` before numpy/numba are imported (see PERFORMANCE_NOTES), and call

@@ -17,13 +17,14 @@ from ..rng import get_rng
 BERNOULLI = caffe_pb2.RBMParameter.BERNOULLI
 GAUSSIAN = caffe_pb2.RBMParameter.GAUSSIAN
 
-#: Products of at least this many multiply-adds (N * H * V) may be split in two halves run on two
-#: threads, each with one BLAS thread (pycaffe_lite/_split.py), when two processors are available.
-#: SPLIT_PRODUCTS switches that on.  It is on: at the bar's size (20 x 500 x 784, CD-1) an epoch took
-#: 0.147 s split vs 0.177 s serial on an idle 2-core machine (benchmarks/rbm_epoch.py, OpenBLAS's
-#: SkylakeX kernel); with the other core busy it was ~3% slower in-process (0.363 vs 0.352 s) and up
-#: to ~16% slower as a whole process on a shared machine (each hand-over waits ~15-35 us for a thread
-#: to wake, three per iteration), but it never collapses as BLAS's own threads do.
+#: Products of at least this many multiply-adds (N * H * V) may be split in two halves run at once,
+#: one on the calling thread and one on pycaffe_lite/_split.py's GIL-free worker, each with one BLAS
+#: thread, when two processors are available and that has been faster lately (_split._Chooser
+#: measures both ways as training runs).  SPLIT_PRODUCTS switches it on.  It is on: at the bar's
+#: size (20 x 500 x 784, CD-1) an epoch took 0.11-0.12 s split vs 0.14 s serial on an idle 2-core
+#: machine (benchmarks/rbm_epoch.py, OpenBLAS's SkylakeX kernel); with the other core busy the
+#: chooser settles on whole products (0.15 vs 0.14 s serial).  BLAS's own two threads made these
+#: small products 10-100x slower on a busy machine; the split never collapses like that.
 #: benchmarks/rbm_epoch.py --serial measures the serial path.
 SPLIT_PRODUCTS = True
 MIN_SPLIT_MACS = 1 << 20
@@ -241,19 +242,19 @@ class RBMLayer(Layer):
 
     def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, cut) -> None:
         """``out = a @ b``: whole, or (``cut`` = (axis, k), see SPLIT_PRODUCTS) as two halves at
-        once when pycaffe_lite/_split.py's worker takes them, rows ``:k`` / ``k:`` of ``out`` (axis 0) or its columns (axis 1), one of them on the
-        worker thread of pycaffe_lite/_split.py.  Each half writes only its own part of ``out``,
-        so the numbers do not depend on the split; the element-wise work runs afterwards, here,
-        on the whole arrays."""
+        once, rows ``:k`` / ``k:`` of ``out`` (axis 0) or its columns (axis 1), one of them on the
+        worker thread of pycaffe_lite/_split.py, when that has been faster.  Each half writes only
+        its own part of ``out``, so the numbers do not depend on the split; the element-wise work
+        runs afterwards, here, on the whole arrays."""
         if cut is not None:
             k = cut[1]
             if cut[0] == 0:
                 halves = (a[:k], b, out[:k]), (a[k:], b, out[k:])
             else:
                 halves = (a, b[:, :k], out[:, :k]), (a, b[:, k:], out[:, k:])
-            if matmul_halves(*halves):
-                return
-        np.matmul(a, b, out=out)  # whole: no split, or the worker declined (busy, or late)
+            matmul_halves(*halves, (a, b, out))
+        else:
+            np.matmul(a, b, out=out)
 
     def _draw_visible_noise(self) -> None:
         if self.gaussian:
@@ -388,7 +389,7 @@ class RBMLayer(Layer):
             # BLAS (beta 1) when the product is split, else through G
             k = self._hcut[1] if self._hcut is not None else 0
             P, Q, dW = self._PT, self._Q, W.diff
-            if not (k and gemm_halves((P[:k], Q, dW[:k]), (P[k:], Q, dW[k:]), float(inv_n), 1.0)):
+            if not (k and gemm_halves((P[:k], Q, dW[:k]), (P[k:], Q, dW[k:]), (P, Q, dW), float(inv_n), 1.0)):
                 if self._G is None:
                     self._G = np.empty((self.H, self.V), np.float32)
                 self._product(P, Q, self._G, self._hcut)

@@ -328,18 +328,17 @@ def test_split_over_two_threads_gives_the_serial_numbers(case, worker, monkeypat
         monkeypatch.setattr(_split, "_get_gemm_worker", lambda: None)
     elif _split._get_gemm_worker() is None:
         pytest.fail("NumPy's OpenBLAS sgemm was not found: the split runs on the Python worker only")
-    else:  # never decline for lateness here (tests/test_split.py covers that)
-        monkeypatch.setattr(_split._get_gemm_worker(), "serial_left", 0)
-        monkeypatch.setattr(_split._GemmWorker, "_note", lambda self, late: None)
+    else:  # split every product (the chooser is tested in tests/test_split.py)
+        monkeypatch.setattr(_split._get_gemm_worker().chooser, "whole_now", lambda: False)
     gaussian = "GAUSSIAN" in extra
     x = data((7, 45), 0, gaussian=gaussian)
     bottoms = [x, data((5, 45), 1, gaussian=gaussian)] if num_top == 3 else [x]
     calls, runs = [], []
     real_matmul, real_gemm, real_run = _split.matmul_halves, _split.gemm_halves, _split.run_halves
-    monkeypatch.setattr(rbm_module, "matmul_halves", lambda f, s: calls.append((f[2].shape, s[2].shape)) or
-                        real_matmul(f, s))
-    monkeypatch.setattr(rbm_module, "gemm_halves", lambda f, s, *a: calls.append((f[2].shape, s[2].shape)) or
-                        real_gemm(f, s, *a))
+    monkeypatch.setattr(rbm_module, "matmul_halves", lambda f, s, w: calls.append((f[2].shape, s[2].shape)) or
+                        real_matmul(f, s, w))
+    monkeypatch.setattr(rbm_module, "gemm_halves", lambda f, s, w, *a: calls.append((f[2].shape, s[2].shape)) or
+                        real_gemm(f, s, w, *a))
     monkeypatch.setattr(_split, "run_halves", lambda *a: runs.append(1) or real_run(*a))
     monkeypatch.setattr(rbm_module, "available_cpus", lambda: 2)
     monkeypatch.setattr(rbm_module, "SPLIT_PRODUCTS", True)
