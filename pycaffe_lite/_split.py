@@ -166,11 +166,12 @@ class _GemmWorker:
                     self._wake.wait()
                 self._sleeping = False
 
-    def product(self, first, second, whole, alpha: float = 1.0, beta: float = 0.0) -> bool:
+    def product(self, first, second, whole, alpha: float = 1.0, beta: float = 0.0, meanwhile=None) -> bool:
         """``out = alpha a @ b + beta out`` for ``whole``, either whole here or as ``first`` here and
         ``second`` on the worker at once (:class:`_Chooser` decides); False, with nothing done,
         when a view BLAS cannot take makes it impossible (with ``beta`` 0 the caller can then use
-        NumPy)."""
+        NumPy).  ``meanwhile()`` (if given) runs here first, while the worker already computes
+        its half: work that neither reads the product's output nor writes its inputs."""
         from . import _blas
         from .kernels import spin
 
@@ -182,6 +183,8 @@ class _GemmWorker:
             return False
         self._scal[0], self._scal[1] = alpha, beta
         if not split:
+            if meanwhile is not None:
+                meanwhile()
             self._here(whole, plain)
             return True
         c = self._counters
@@ -191,12 +194,16 @@ class _GemmWorker:
         with self._wake:
             if self._sleeping:
                 self._wake.notify()
-        self._here(first, plain)
-        if spin.claim(c, spin.CLAIMED, seq):
-            spin.call_gemm(self._sgemm, self._desc, self._scal)  # the worker has not started: do it here
-        else:
-            while not spin.wait_until(c, spin.DONE, seq, self._caller_checks):
-                time.sleep(50e-6)  # the worker's core is taken by another process
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            self._here(first, plain)
+        finally:  # never return (or raise) while the worker may still write
+            if spin.claim(c, spin.CLAIMED, seq):
+                spin.call_gemm(self._sgemm, self._desc, self._scal)  # the worker has not started: do it here
+            else:
+                while not spin.wait_until(c, spin.DONE, seq, self._caller_checks):
+                    time.sleep(50e-6)  # the worker's core is taken by another process
         return True
 
     def _here(self, t, plain: bool) -> None:
@@ -252,7 +259,7 @@ class _Chooser:
 WORKER_SPIN_US = 300
 CALLER_SPIN_US = 2000
 #: See _Chooser: products per cycle, and products run the other way at the start of each.
-CYCLE = 2048
+CYCLE = 1024
 PROBE = 64
 
 _gemm_worker: _GemmWorker | None | bool = False  # False: not made yet; None: not available
@@ -272,38 +279,45 @@ def _get_gemm_worker() -> _GemmWorker | None:
     return w
 
 
-def gemm_halves(first, second, whole, alpha: float, beta: float) -> bool:
+def gemm_halves(first, second, whole, alpha: float, beta: float, meanwhile=None) -> bool:
     """``out = alpha a @ b + beta out`` for the ``(a, b, out)`` triple ``whole``, split as
     ``first`` and ``second`` (their outputs two disjoint parts of ``whole``'s) over two threads
     when that is faster (see :func:`matmul_halves`); False, with nothing done, when NumPy's
     ``sgemm`` cannot be called directly, a view is not BLAS-shaped, or the worker is busy with
-    another caller (the caller then does the product another way)."""
+    another caller (the caller then does the product another way, and ``meanwhile`` has not
+    run)."""
     w = _get_gemm_worker()
     if w is None or not w.busy.acquire(blocking=False):
         return False
     try:
-        return w.product(first, second, whole, alpha, beta)
+        return w.product(first, second, whole, alpha, beta, meanwhile)
     finally:
         w.busy.release()
 
 
-def matmul_halves(first, second, whole) -> None:
+def matmul_halves(first, second, whole, meanwhile=None) -> None:
     """``out = a @ b`` for the ``(a, b, out)`` triple ``whole``, split as ``first`` (here) and
     ``second`` (on a worker thread that calls BLAS without the GIL) at once, or whole here,
     whichever has been faster lately (:class:`_Chooser`).  The outputs of ``first`` and
     ``second`` must be disjoint parts of ``whole``'s.  Each half must be small enough for one BLAS
     thread: the caller holds BLAS to one thread (``_threads.SerialBlas``).  Falls back to
     :func:`run_halves` (a Python worker) when NumPy's OpenBLAS ``sgemm`` cannot be called
-    directly, and to NumPy on the whole when a view is not BLAS-shaped or the worker is busy."""
+    directly, and to NumPy on the whole when a view is not BLAS-shaped or the worker is busy.
+    ``meanwhile()`` (if given) runs on the caller while the worker computes its half (or before
+    the product): work that neither reads the product's output nor writes its inputs."""
     w = _get_gemm_worker()
-    if w is None:
-        run_halves(_matmul, first, second)
-        return
-    if not w.busy.acquire(blocking=False):
-        _matmul(whole)
+    if w is None or not w.busy.acquire(blocking=False):
+        if meanwhile is not None:
+            meanwhile()
+        if w is None:
+            run_halves(_matmul, first, second)
+        else:
+            _matmul(whole)
         return
     try:
-        if not w.product(first, second, whole):
+        if not w.product(first, second, whole, meanwhile=meanwhile):
+            if meanwhile is not None:
+                meanwhile()
             _matmul(whole)
     finally:
         w.busy.release()

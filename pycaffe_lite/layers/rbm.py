@@ -240,20 +240,23 @@ class RBMLayer(Layer):
         np.tanh(t, out=t)
         return t
 
-    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, cut) -> None:
+    def _product(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, cut, meanwhile=None) -> None:
         """``out = a @ b``: whole, or (``cut`` = (axis, k), see SPLIT_PRODUCTS) as two halves at
         once, rows ``:k`` / ``k:`` of ``out`` (axis 0) or its columns (axis 1), one of them on the
         worker thread of pycaffe_lite/_split.py, when that has been faster.  Each half writes only
         its own part of ``out``, so the numbers do not depend on the split; the element-wise work
-        runs afterwards, here, on the whole arrays."""
+        runs afterwards, here, on the whole arrays.  ``meanwhile()`` runs here first (while the
+        worker already computes its half): work that neither reads ``out`` nor writes ``a``/``b``."""
         if cut is not None:
             k = cut[1]
             if cut[0] == 0:
                 halves = (a[:k], b, out[:k]), (a[k:], b, out[k:])
             else:
                 halves = (a, b[:, :k], out[:, :k]), (a, b[:, k:], out[:, k:])
-            matmul_halves(*halves, (a, b, out))
+            matmul_halves(*halves, (a, b, out), meanwhile)
         else:
+            if meanwhile is not None:
+                meanwhile()
             np.matmul(a, b, out=out)
 
     def _draw_visible_noise(self) -> None:
@@ -298,21 +301,24 @@ class RBMLayer(Layer):
     def _forward(self, bottom, top) -> None:
         N = self._N
         x = bottom[0].data.reshape(N, self.V)
-        lo, hi = K.copy_min_max(x, self._Q[:N])
-        if not self.gaussian and not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
-            raise self._range_error(bottom[0], float(lo), float(hi))
+
+        def load_input() -> None:  # Q[:N] = x, checked (run while the first product starts)
+            lo, hi = K.copy_min_max(x, self._Q[:N])
+            if not self.gaussian and not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+                raise self._range_error(bottom[0], float(lo), float(hi))
+
         W = self.blobs[0].data
         c = self.blobs[2].data
         self._x, self._top = x, top[0].data.reshape(N, self.H)
         self._stats_ready = self.phase == TRAIN and any(self.param_propagate_down)
         if not self._stats_ready:
             data = slice(0, N)
-            self._product(W, x.T, self._AT[:, data], self._hcut)
+            self._product(W, x.T, self._AT[:, data], self._hcut, load_input)
             K.sigmoid_from_tanh_t(self._hidden_tanh(data), self._top)
         elif self.persistent:
-            self._pcd_chain()
+            self._pcd_chain(load_input)
         else:
-            self._cd_chain()
+            self._cd_chain(load_input)
         # The statistics live in PT and Q, not in the top: a layer above may work in place on it.
         if len(top) > 1:
             self._product(self._top, W, self._R, self._vcut)
@@ -333,21 +339,25 @@ class RBMLayer(Layer):
         get_rng().random(out=self._uh, dtype=np.float32)
         return self._uh
 
-    def _v_model(self) -> None:
+    def _v_model(self, meanwhile=None) -> None:
         """x_model = P(x|h) (sampled if sample_visible) from the chain's hidden states."""
         if self.sample_visible:
             self._draw_visible_noise()
         q = self._Q[self._N:]
-        self._product(self._hsrc.T, self.blobs[0].data, q, self._vcut)
+        self._product(self._hsrc.T, self.blobs[0].data, q, self._vcut, meanwhile)
         self._visible(q, self.sample_visible)
 
-    def _cd_chain(self) -> None:
+    def _cd_chain(self, load_input) -> None:
         """CD-k: h_data = P(h|x) (top and statistics) and h0 ~ h_data; then k steps of
         x_model = P(x|h) (sampled if sample_visible), h_model = P(h|x_model), h ~ h_model."""
         N = self._N
         data = slice(0, N)
-        self._sample_uniforms()
-        self._product(self.blobs[0].data, self._x.T, self._AT[:, data], self._hcut)
+
+        def meanwhile() -> None:
+            load_input()
+            self._sample_uniforms()
+
+        self._product(self.blobs[0].data, self._x.T, self._AT[:, data], self._hcut, meanwhile)
         K.hidden_data_sample_t(self._hidden_tanh(data), self._uh, self._top, self._PT[:, data], self._hs)
         self._hsrc = self._hnext = self._hs
         for step in range(self.cd_k):
@@ -357,14 +367,14 @@ class RBMLayer(Layer):
                 self._sample_uniforms()
             self._h_model(slice(N, 2 * N), sample_next)
 
-    def _pcd_chain(self) -> None:
+    def _pcd_chain(self, load_input) -> None:
         """PCD-k: each step x_model = P(x|h) from the chains' hidden states, h_model =
         P(h|x_model), chains <- h ~ h_model.  The first step computes the data's hidden
         probabilities in the same product: W [x; x_model]^T."""
         N = self._N
         self._hsrc = self._hnext = self.chain
         for step in range(self.cd_k):
-            self._v_model()
+            self._v_model(load_input if step == 0 else None)
             self._sample_uniforms()
             self._h_model(slice(0, 2 * N) if step == 0 else slice(N, 2 * N), True)
 
@@ -384,20 +394,26 @@ class RBMLayer(Layer):
         W, b, c = self.blobs
         if self._scratch is None:
             self._scratch = np.empty(max(self.H, self.V), np.float64)
-        if self.param_propagate_down[0]:
-            # dW += (-h_data^T x + h_model^T x_model) / N = P^T Q / N: straight into the diff by
-            # BLAS (beta 1) when the product is split, else through G
-            k = self._hcut[1] if self._hcut is not None else 0
-            P, Q, dW = self._PT, self._Q, W.diff
-            if not (k and gemm_halves((P[:k], Q, dW[:k]), (P[k:], Q, dW[k:]), (P, Q, dW), float(inv_n), 1.0)):
-                if self._G is None:
-                    self._G = np.empty((self.H, self.V), np.float32)
-                self._product(P, Q, self._G, self._hcut)
-                K.add_scaled(self._G.reshape(-1), inv_n, dW.reshape(-1))
-        if self.param_propagate_down[1]:
-            K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
-        if self.param_propagate_down[2]:
-            K.row_sums_add(self._PT, inv_n, c.diff)
+
+        def bias_diffs() -> None:  # run while the weight statistic's product starts
+            if self.param_propagate_down[1]:
+                K.signed_column_sums_add(self._Q, N, inv_n, self._scratch, b.diff)
+            if self.param_propagate_down[2]:
+                K.row_sums_add(self._PT, inv_n, c.diff)
+
+        if not self.param_propagate_down[0]:
+            bias_diffs()
+            return
+        # dW += (-h_data^T x + h_model^T x_model) / N = P^T Q / N: straight into the diff by BLAS
+        # (beta 1) when NumPy's sgemm can be called directly, else through G
+        k = self._hcut[1] if self._hcut is not None else 0
+        P, Q, dW = self._PT, self._Q, W.diff
+        if k and gemm_halves((P[:k], Q, dW[:k]), (P[k:], Q, dW[k:]), (P, Q, dW), float(inv_n), 1.0, bias_diffs):
+            return
+        if self._G is None:
+            self._G = np.empty((self.H, self.V), np.float32)
+        self._product(P, Q, self._G, self._hcut, bias_diffs)
+        K.add_scaled(self._G.reshape(-1), inv_n, dW.reshape(-1))
 
     # ---------------------------------------------------------------- state
     def get_state(self) -> list[np.ndarray]:

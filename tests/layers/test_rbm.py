@@ -335,8 +335,8 @@ def test_split_over_two_threads_gives_the_serial_numbers(case, worker, monkeypat
     bottoms = [x, data((5, 45), 1, gaussian=gaussian)] if num_top == 3 else [x]
     calls, runs = [], []
     real_matmul, real_gemm, real_run = _split.matmul_halves, _split.gemm_halves, _split.run_halves
-    monkeypatch.setattr(rbm_module, "matmul_halves", lambda f, s, w: calls.append((f[2].shape, s[2].shape)) or
-                        real_matmul(f, s, w))
+    monkeypatch.setattr(rbm_module, "matmul_halves", lambda f, s, w, *m: calls.append((f[2].shape, s[2].shape)) or
+                        real_matmul(f, s, w, *m))
     monkeypatch.setattr(rbm_module, "gemm_halves", lambda f, s, w, *a: calls.append((f[2].shape, s[2].shape)) or
                         real_gemm(f, s, w, *a))
     monkeypatch.setattr(_split, "run_halves", lambda *a: runs.append(1) or real_run(*a))
