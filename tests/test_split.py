@@ -256,3 +256,31 @@ def test_the_product_equals_numpy_whichever_way_it_runs(whole_now, monkeypatch):
         _split.matmul_halves(first, second, whole)
         np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
     assert (w._seq == seq) == whole_now  # whole: nothing posted to the worker
+
+
+@pytest.mark.parametrize("whole_now", [True, False])
+def test_meanwhile_runs_once_and_its_error_waits_for_the_worker(whole_now, monkeypatch):
+    """``meanwhile`` runs on the caller while the worker computes its half (or before a whole
+    product); if it raises, the call still returns only after the worker has finished writing."""
+    w = _split._get_gemm_worker()
+    monkeypatch.setattr(w.chooser, "whole_now", lambda: whole_now)
+    first, second, whole = _views(np.random.default_rng(7))[0]
+    ran = []
+    _split.matmul_halves(first, second, whole, lambda: ran.append(1))
+    assert ran == [1]
+    np.testing.assert_allclose(whole[2], whole[0] @ whole[1], rtol=1e-5, atol=1e-6)
+
+    def fail():
+        raise ValueError("bad input")
+
+    whole[2][...] = 0
+    with pytest.raises(ValueError, match="bad input"):
+        _split.matmul_halves(first, second, whole, fail)
+    if not whole_now:  # the posted half was finished (by the worker or, unclaimed, here) before the error
+        np.testing.assert_allclose(second[2], second[0] @ second[1], rtol=1e-5, atol=1e-6)
+        assert w._counters[8] == w._seq  # claimed
+    else:
+        assert not whole[2].any()  # meanwhile runs first: nothing was computed
+    assert not w.busy.locked()  # and the worker is free for the next caller
+    ran.clear()
+    assert _split.gemm_halves(first, second, whole, 1.0, 0.0, lambda: ran.append(2)) and ran == [2]
