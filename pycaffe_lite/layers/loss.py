@@ -18,6 +18,12 @@ import numpy as np
 
 from ..blob import Blob
 from ..errors import DataError
+from ..kernels.softmax_loss import (
+    NO_IGNORE_LABEL,
+    softmax_loss_backward,
+    softmax_loss_forward,
+    softmax_loss_sum,
+)
 from ..layer import Layer
 from ..proto import caffe_pb2
 from ..registry import register_layer
@@ -138,13 +144,31 @@ class SoftmaxWithLossLayer(LossLayer):
         self.prob = Blob(name=f"{self.name}.prob")
         self.softmax = SoftmaxLayer(_internal_param(self.layer_param, "Softmax", "softmax_param"), self.where)
         self.softmax.set_up([bottom[0]], [self.prob])
-        self.normalizer = np.float32(1)
+        # the kernels' arguments that depend only on the parameters and shapes (set in reshape)
+        self._ignore = self.ignore_label if self.has_ignore_label else NO_IGNORE_LABEL
+        self._normalizer = np.ones(1, np.float32)
+        self._shapes: tuple | None = None
+
+    @property
+    def normalizer(self) -> np.float32:
+        """The last forward pass's normalizer (1 before any)."""
+        return self._normalizer[0]
 
     def reshape(self, bottom, top) -> None:
+        x_shape = bottom[0].shape
+        # Unchanged shapes (every iteration of a net) need nothing: the probability storage,
+        # its flat view and the second top's sharing all stay as the last full reshape left them.
+        if (
+            self._shapes == (x_shape, bottom[1].shape)
+            and top[0].shape == ()
+            and (len(top) < 2 or (top[1] is self._prob_top and top[1].shape == x_shape))
+        ):
+            return
         super().reshape(bottom, top)
         self.softmax.reshape([bottom[0]], [self.prob])
         axis = self.softmax.axis
         self.outer = bottom[0].count(0, axis)
+        self.channels = bottom[0].shape[axis]
         self.inner = bottom[0].count(axis + 1)
         if self.outer * self.inner != bottom[1].count():
             raise self.shape_error(
@@ -153,53 +177,46 @@ class SoftmaxWithLossLayer(LossLayer):
                 f"there must be {self.outer * self.inner} labels (every dimension except the axis), "
                 f"integers in [0, {bottom[0].shape[axis]})"
             )
+        self._prob_top = None
         if len(top) >= 2:
             top[1].reshape_like(bottom[0])
             top[1].share_data(self.prob)
+            self._prob_top = top[1]
+        self._prob_flat = self.prob.data.reshape(-1)
+        self._log_picked = np.empty(self.outer * self.inner, np.float32)
+        self._shapes = (x_shape, bottom[1].shape)
 
     def forward(self, bottom, top) -> None:
-        self.softmax.forward([bottom[0]], [self.prob])
-        if len(top) >= 2:
-            top[1].share_data(self.prob)
-        channels = self.softmax.channels
-        label = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)  # truncates like a C cast
-        valid = label != self.ignore_label if self.has_ignore_label else None
-        checked = label[valid] if valid is not None else label
-        if checked.size and (checked.min() < 0 or checked.max() >= channels):
-            bad = checked[(checked < 0) | (checked >= channels)][0]
-            raise DataError(
-                f"{self.describe()}: label {bad} is out of range for {channels} classes "
-                f"(labels must be integers in [0, {channels})"
-                + (f" or the ignore_label {self.ignore_label})" if self.has_ignore_label else ")")
-            )
-        if valid is not None:
-            label = np.where(valid, label, 0)
-        # Flat index of p[o, label[o, j], j] in the (outer, C, inner) probabilities.
-        o = np.arange(self.outer)[:, None] * (channels * self.inner)
-        j = np.arange(self.inner)[None, :]
-        index = o + label * self.inner + j
-        if valid is not None:
-            index = index[valid]
-        self._label_index = index.ravel()
-        self._valid = valid
-        p = self.prob.data.reshape(-1)[self._label_index]
-        log_p = np.log(np.maximum(p, FLT_MIN))
-        valid_count = self._label_index.size
-        self.normalizer = get_normalizer(self.normalization, self.outer, self.inner, valid_count)
-        top[0].data[...] = sequential_sum(-log_p) / self.normalizer
+        label = bottom[1].data.reshape(-1)
+        picked = self._log_picked
+        bad = softmax_loss_forward(
+            bottom[0].data.reshape(-1), label, self.outer, self.channels, self.inner, self._ignore,
+            self._prob_flat, picked,
+        )
+        if bad >= 0:
+            raise self._label_error(label[bad])
+        np.log(picked, out=picked)  # NumPy's log on purpose: see kernels/softmax_loss.py
+        softmax_loss_sum(picked, self.outer, self.inner, self.normalization, top[0].data, self._normalizer)
+
+    def _label_error(self, value: np.float32) -> DataError:
+        # the integer the check saw (truncated like a C cast), or the value itself when it has none
+        bad = int(value) if abs(value) < 2.0**62 else str(value)
+        channels = self.channels
+        return DataError(
+            f"{self.describe()}: label {bad} is out of range for {channels} classes "
+            f"(labels must be integers in [0, {channels})"
+            + (f" or the ignore_label {self.ignore_label})" if self.has_ignore_label else ")")
+        )
 
     def backward(self, top, propagate_down, bottom) -> None:
         self._no_label_gradient(propagate_down)
         if not propagate_down[0]:
             return
-        dx = bottom[0].diff
-        np.copyto(dx, self.prob.data)
-        flat = dx.reshape(-1)
-        flat[self._label_index] -= 1
-        if self._valid is not None and not self._valid.all():
-            dx3 = dx.reshape(self.outer, -1, self.inner)
-            dx3 *= self._valid[:, None, :]
-        dx *= np.float32(top[0].diff.flat[0] / self.normalizer)
+        scale = top[0].diff.flat[0] / self._normalizer[0]  # float32, as Caffe's loss_weight / normalizer
+        softmax_loss_backward(
+            self._prob_flat, bottom[1].data.reshape(-1), self.outer, self.channels, self.inner, self._ignore,
+            scale, bottom[0].diff.reshape(-1),
+        )
 
 
 @register_layer("EuclideanLoss", v1="EUCLIDEAN_LOSS")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from ..kernels.softmax_loss import softmax_backward, softmax_forward
 from ..layer import Layer
 from ..registry import register_layer
 
@@ -23,9 +22,6 @@ class SoftmaxLayer(Layer):
     exact_num_bottom = 1
     exact_num_top = 1
 
-    def setup(self, bottom, top) -> None:
-        self._scale: np.ndarray | None = None
-
     def reshape(self, bottom, top) -> None:
         x = bottom[0]
         axis = int(self.layer_param.softmax_param.axis)
@@ -37,27 +33,17 @@ class SoftmaxLayer(Layer):
         self.inner = x.count(self.axis + 1)
         if top[0] is not x:
             top[0].reshape_like(x)
-        shape = (self.outer, 1, self.inner)
-        if self._scale is None or self._scale.shape != shape:
-            self._scale = np.empty(shape, np.float32)
-
-    def _view(self, array: np.ndarray) -> np.ndarray:
-        return array.reshape(self.outer, self.channels, self.inner)
 
     def forward(self, bottom, top) -> None:
-        x, y = self._view(bottom[0].data), self._view(top[0].data)
-        scale = self._scale
-        np.max(x, axis=1, keepdims=True, out=scale)
-        np.subtract(x, scale, out=y)  # in place: x is no longer read after this
-        np.exp(y, out=y)
-        np.sum(y, axis=1, keepdims=True, out=scale)
-        np.divide(y, scale, out=y)
+        # in place (top is bottom) works: the kernel reads each row before writing it
+        softmax_forward(
+            bottom[0].data.reshape(-1), self.outer, self.channels, self.inner, top[0].data.reshape(-1)
+        )
 
     def backward(self, top, propagate_down, bottom) -> None:
         if not propagate_down[0]:
             return
-        y, dy, dx = self._view(top[0].data), self._view(top[0].diff), self._view(bottom[0].diff)
-        dot = self._scale
-        np.einsum("ocj,ocj->oj", dy, y, out=dot[:, 0, :])
-        np.subtract(dy, dot, out=dx)
-        dx *= y
+        softmax_backward(
+            top[0].data.reshape(-1), top[0].diff.reshape(-1), self.outer, self.channels, self.inner,
+            bottom[0].diff.reshape(-1),
+        )
