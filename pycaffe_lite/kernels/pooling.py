@@ -19,8 +19,10 @@ Windows (per axis, shown for h; ``hs0 = oh*sh - ph``):
   the padding; the sum runs over the window clipped to the image; ``y = sum / pool_size``.
 
 Sums are accumulated in float32 in Caffe's order, so results match Caffe's bit for bit.
-All four kernels use ``prange`` over the N*C channel planes: planes are independent, there
-are many of them (1280 for LeNet's pool1), and each thread writes its own planes only.
+All four kernels use ``prange`` over the N*C channel planes (MAX backward with disjoint windows:
+over chunks of planes): planes are independent, there are many of them (1280 for LeNet's pool1),
+and each thread writes its own planes only.  :func:`max_pool_backward_serial` is MAX backward
+without the parallel region, for small tensors.
 """
 from __future__ import annotations
 
@@ -126,36 +128,106 @@ def max_pool_forward(x, geom, out_y, out_mask):
                 mrow[_U(ow)] = maxidx
 
 
-# Flat per-plane loops: zeroing a plane with ``plane[:] = 0`` on the 2-D view and scattering
-# through 2-D indices took 2.5-3x longer than these 1-D loops (LeNet pool1 and CIFAR-10 quick
-# pool1, one thread).  The arrays must be C-contiguous (blob storage is).
+# MAX backward zeroes the bottom diff and scatters ``top_diff`` to the argmaxes.  When windows
+# cannot overlap (stride >= kernel on both axes, e.g. LeNet's 2x2 stride 2) no two windows share
+# an argmax, so the scatter may assign instead of add (the store no longer waits on a load), and
+# the planes are zeroed as one flat run in long vectorised loops, a chunk at a time so that the
+# scatter finds them in cache: 28 -> 20 us on LeNet's pool2 (64x50x8x8, one thread).  Overlapping
+# windows add (``+=``), zeroing plane by plane in the parallel kernel.  Same bits as Caffe either
+# way.  The loops are written out in each kernel: calling a shared @njit helper per plane or chunk
+# costs ~30 ns a call (array arguments), 10-40% more on CIFAR-10 quick's pool1.  Arrays must be
+# C-contiguous (blob storage is).
+_UNPOOL_CHUNK = 4096  # bottom-diff floats per work item of the disjoint path (16 KB, in L1)
+
+
 @njit(cache=True, parallel=True)
 def max_pool_backward(top_diff, mask, geom, out_bottom_diff):
     """Scatter ``top_diff (N, C, OH, OW)`` to the argmax pixels; ``out_bottom_diff`` is zeroed
     here first, and windows sharing an argmax accumulate (``+=``)."""
-    N = out_bottom_diff.shape[0]
-    C = out_bottom_diff.shape[1]
+    NC = out_bottom_diff.shape[0] * out_bottom_diff.shape[1]
     HW = geom[P_H] * geom[P_W]
     PP = geom[P_OH] * geom[P_OW]
-    bottom_planes = out_bottom_diff.reshape(N * C, HW)
-    top_planes = top_diff.reshape(N * C, PP)
-    mask_planes = mask.reshape(N * C, PP)
     zero = np.float32(0.0)
-    for p in prange(N * C):
-        bc = bottom_planes[p]
-        tc = top_planes[p]
-        mc = mask_planes[p]
-        for i in range(_U(0), _U(HW)):
-            bc[i] = zero
-        for q in range(_U(0), _U(PP)):
-            idx = mc[q]
-            if idx >= 0:  # -1: empty window, nothing to route to
-                bc[_U(idx)] += tc[q]
+    if geom[P_SH] >= geom[P_KH] and geom[P_SW] >= geom[P_KW]:  # disjoint windows
+        out_flat = out_bottom_diff.reshape(NC * HW)
+        top_flat = top_diff.reshape(NC * PP)
+        mask_flat = mask.reshape(NC * PP)
+        chunk = max(1, _UNPOOL_CHUNK // HW)
+        for ci in prange((NC + chunk - 1) // chunk):
+            p0 = ci * chunk
+            p1 = min(p0 + chunk, NC)
+            for i in range(_U(p0 * HW), _U(p1 * HW)):
+                out_flat[i] = zero
+            for p in range(p0, p1):
+                base = p * HW
+                for q in range(_U(p * PP), _U(p * PP + PP)):
+                    idx = mask_flat[q]
+                    if idx >= 0:  # -1: empty window, nothing to route to
+                        out_flat[_U(base + idx)] = top_flat[q]
+    else:
+        bottom_planes = out_bottom_diff.reshape(NC, HW)
+        top_planes = top_diff.reshape(NC, PP)
+        mask_planes = mask.reshape(NC, PP)
+        for p in prange(NC):
+            bc = bottom_planes[p]
+            tc = top_planes[p]
+            mc = mask_planes[p]
+            for i in range(_U(0), _U(HW)):
+                bc[i] = zero
+            for q in range(_U(0), _U(PP)):
+                idx = mc[q]
+                if idx >= 0:
+                    bc[_U(idx)] += tc[q]
+
+
+@njit(cache=True)
+def max_pool_backward_serial(top_diff, mask, geom, out_bottom_diff):
+    """:func:`max_pool_backward` on the calling thread only, for small tensors: waking another
+    thread for a parallel region costs more than the work (LeNet's pool2 backward, 2 threads:
+    29 us parallel, 20 us serial)."""
+    NC = out_bottom_diff.shape[0] * out_bottom_diff.shape[1]
+    HW = geom[P_H] * geom[P_W]
+    PP = geom[P_OH] * geom[P_OW]
+    zero = np.float32(0.0)
+    if geom[P_SH] >= geom[P_KH] and geom[P_SW] >= geom[P_KW]:
+        out_flat = out_bottom_diff.reshape(NC * HW)
+        top_flat = top_diff.reshape(NC * PP)
+        mask_flat = mask.reshape(NC * PP)
+        chunk = max(1, _UNPOOL_CHUNK // HW)
+        for p0 in range(0, NC, chunk):
+            p1 = min(p0 + chunk, NC)
+            for i in range(_U(p0 * HW), _U(p1 * HW)):
+                out_flat[i] = zero
+            for p in range(p0, p1):
+                base = p * HW
+                for q in range(_U(p * PP), _U(p * PP + PP)):
+                    idx = mask_flat[q]
+                    if idx >= 0:
+                        out_flat[_U(base + idx)] = top_flat[q]
+    else:
+        out_flat = out_bottom_diff.reshape(NC * HW)
+        top_flat = top_diff.reshape(NC * PP)
+        mask_flat = mask.reshape(NC * PP)
+        for i in range(_U(0), _U(NC * HW)):
+            out_flat[i] = zero
+        for p in range(NC):
+            base = p * HW
+            for q in range(_U(p * PP), _U(p * PP + PP)):
+                idx = mask_flat[q]
+                if idx >= 0:
+                    out_flat[_U(base + idx)] += top_flat[q]
 
 
 # error_model="numpy": with no padding and stride > kernel Caffe can produce a window that lies
 # wholly past the image, with pool_size 0; Caffe then yields 0/0 = NaN, and so do we (instead
 # of raising ZeroDivisionError inside a kernel).
+#
+# 3x3 windows (the usual AVE window: CIFAR-10 quick, GoogLeNet) get their own loop nest, which
+# indexes each plane as a flat run and writes a window lying wholly in the image, or each 3-pixel
+# row of a clipped one, as straight-line code in Caffe's row-major order (same bits): 16-33% less
+# time than the generic loops, whose two-or-three-trip inner loops cost more than their adds
+# (CIFAR-10 quick's pool2 and pool3, one thread).  Folding those cases into the generic nest
+# instead slowed other window sizes by 20-70%, hence two nests, chosen per plane.
 @njit(cache=True, parallel=True, error_model="numpy")
 def ave_pool_forward(x, geom, out_y):
     """AVE pooling: ``x (N, C, H, W)`` -> ``out_y (N, C, OH, OW)``; padding counts in the size."""
@@ -171,30 +243,81 @@ def ave_pool_forward(x, geom, out_y):
     pw = geom[P_PW]
     OH = geom[P_OH]
     OW = geom[P_OW]
+    HW = H * W
+    PP = OH * OW
+    k3 = kh == 3 and kw == 3
+    x_flat = x.reshape(N * C * HW)
+    y_flat = out_y.reshape(N * C * PP)
+    one = _U(1)
+    two = _U(2)
     for p in prange(N * C):
         n = p // C
         c = p - n * C
-        xc = x[n, c]
-        yc = out_y[n, c]
-        for oh in range(OH):
-            hstart = oh * sh - ph
-            hend = min(hstart + kh, H + ph)
-            pool_h = hend - hstart
-            hstart = max(hstart, 0)
-            hend = min(hend, H)
-            yrow = yc[oh]
-            for ow in range(OW):
-                wstart = ow * sw - pw
-                wend = min(wstart + kw, W + pw)
-                pool_size = pool_h * (wend - wstart)
-                wstart = max(wstart, 0)
-                wend = min(wend, W)
-                acc = np.float32(0.0)  # float32 and row-major, as Caffe sums
-                for h in range(hstart, hend):
-                    xrow = xc[h]
-                    for w in range(wstart, wend):
-                        acc += xrow[_U(w)]
-                yrow[_U(ow)] = np.float32(acc / np.float32(pool_size))
+        if k3:
+            base = p * HW
+            q = p * PP
+            for oh in range(OH):
+                hstart = oh * sh - ph
+                hend = min(hstart + 3, H + ph)
+                pool_h = hend - hstart
+                hstart = max(hstart, 0)
+                hend = min(hend, H)
+                for ow in range(OW):
+                    wstart = ow * sw - pw
+                    wend = min(wstart + 3, W + pw)
+                    pool_size = pool_h * (wend - wstart)
+                    wstart = max(wstart, 0)
+                    wend = min(wend, W)
+                    acc = np.float32(0.0)  # float32 and row-major, as Caffe sums
+                    if wend - wstart == 3:
+                        if hend - hstart == 3:
+                            r = _U(base + hstart * W + wstart)
+                            acc += x_flat[r]
+                            acc += x_flat[r + one]
+                            acc += x_flat[r + two]
+                            r += _U(W)
+                            acc += x_flat[r]
+                            acc += x_flat[r + one]
+                            acc += x_flat[r + two]
+                            r += _U(W)
+                            acc += x_flat[r]
+                            acc += x_flat[r + one]
+                            acc += x_flat[r + two]
+                        else:
+                            for h in range(hstart, hend):
+                                r = _U(base + h * W + wstart)
+                                acc += x_flat[r]
+                                acc += x_flat[r + one]
+                                acc += x_flat[r + two]
+                    else:
+                        for h in range(hstart, hend):
+                            r = base + h * W
+                            for w in range(wstart, wend):
+                                acc += x_flat[_U(r + w)]
+                    y_flat[_U(q)] = np.float32(acc / np.float32(pool_size))
+                    q += 1
+        else:
+            xc = x[n, c]
+            yc = out_y[n, c]
+            for oh in range(OH):
+                hstart = oh * sh - ph
+                hend = min(hstart + kh, H + ph)
+                pool_h = hend - hstart
+                hstart = max(hstart, 0)
+                hend = min(hend, H)
+                yrow = yc[oh]
+                for ow in range(OW):
+                    wstart = ow * sw - pw
+                    wend = min(wstart + kw, W + pw)
+                    pool_size = pool_h * (wend - wstart)
+                    wstart = max(wstart, 0)
+                    wend = min(wend, W)
+                    acc = np.float32(0.0)
+                    for h in range(hstart, hend):
+                        xrow = xc[h]
+                        for w in range(wstart, wend):
+                            acc += xrow[_U(w)]
+                    yrow[_U(ow)] = np.float32(acc / np.float32(pool_size))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")  # see ave_pool_forward
@@ -213,30 +336,78 @@ def ave_pool_backward(top_diff, geom, out_bottom_diff):
     pw = geom[P_PW]
     OH = geom[P_OH]
     OW = geom[P_OW]
-    planes = out_bottom_diff.reshape(N * C, H * W)
+    HW = H * W
+    PP = OH * OW
+    k3 = kh == 3 and kw == 3
+    b_flat = out_bottom_diff.reshape(N * C * HW)
+    t_flat = top_diff.reshape(N * C * PP)
+    one = _U(1)
+    two = _U(2)
     for p in prange(N * C):
         n = p // C
         c = p - n * C
-        flat = planes[p]
-        for i in range(_U(0), _U(H * W)):  # see max_pool_backward: faster than bc[:] = 0
-            flat[i] = np.float32(0.0)
-        bc = out_bottom_diff[n, c]
-        tc = top_diff[n, c]
-        for oh in range(OH):
-            hstart = oh * sh - ph
-            hend = min(hstart + kh, H + ph)
-            pool_h = hend - hstart
-            hstart = max(hstart, 0)
-            hend = min(hend, H)
-            trow = tc[oh]
-            for ow in range(OW):
-                wstart = ow * sw - pw
-                wend = min(wstart + kw, W + pw)
-                pool_size = pool_h * (wend - wstart)
-                wstart = max(wstart, 0)
-                wend = min(wend, W)
-                g = np.float32(trow[_U(ow)] / np.float32(pool_size))
-                for h in range(hstart, hend):
-                    brow = bc[h]
-                    for w in range(wstart, wend):
-                        brow[_U(w)] += g
+        base = p * HW
+        for i in range(_U(base), _U(base + HW)):  # see max_pool_backward: faster than bc[:] = 0
+            b_flat[i] = np.float32(0.0)
+        if k3:
+            q = p * PP
+            for oh in range(OH):
+                hstart = oh * sh - ph
+                hend = min(hstart + 3, H + ph)
+                pool_h = hend - hstart
+                hstart = max(hstart, 0)
+                hend = min(hend, H)
+                for ow in range(OW):
+                    wstart = ow * sw - pw
+                    wend = min(wstart + 3, W + pw)
+                    pool_size = pool_h * (wend - wstart)
+                    wstart = max(wstart, 0)
+                    wend = min(wend, W)
+                    g = np.float32(t_flat[_U(q)] / np.float32(pool_size))
+                    q += 1
+                    if wend - wstart == 3:
+                        if hend - hstart == 3:
+                            r = _U(base + hstart * W + wstart)
+                            b_flat[r] += g
+                            b_flat[r + one] += g
+                            b_flat[r + two] += g
+                            r += _U(W)
+                            b_flat[r] += g
+                            b_flat[r + one] += g
+                            b_flat[r + two] += g
+                            r += _U(W)
+                            b_flat[r] += g
+                            b_flat[r + one] += g
+                            b_flat[r + two] += g
+                        else:
+                            for h in range(hstart, hend):
+                                r = _U(base + h * W + wstart)
+                                b_flat[r] += g
+                                b_flat[r + one] += g
+                                b_flat[r + two] += g
+                    else:
+                        for h in range(hstart, hend):
+                            r = base + h * W
+                            for w in range(wstart, wend):
+                                b_flat[_U(r + w)] += g
+        else:
+            bc = out_bottom_diff[n, c]
+            tc = top_diff[n, c]
+            for oh in range(OH):
+                hstart = oh * sh - ph
+                hend = min(hstart + kh, H + ph)
+                pool_h = hend - hstart
+                hstart = max(hstart, 0)
+                hend = min(hend, H)
+                trow = tc[oh]
+                for ow in range(OW):
+                    wstart = ow * sw - pw
+                    wend = min(wstart + kw, W + pw)
+                    pool_size = pool_h * (wend - wstart)
+                    wstart = max(wstart, 0)
+                    wend = min(wend, W)
+                    g = np.float32(trow[_U(ow)] / np.float32(pool_size))
+                    for h in range(hstart, hend):
+                        brow = bc[h]
+                        for w in range(wstart, wend):
+                            brow[_U(w)] += g

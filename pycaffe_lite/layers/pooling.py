@@ -8,6 +8,7 @@ from ..kernels.pooling import (
     ave_pool_forward,
     make_pool_geom,
     max_pool_backward,
+    max_pool_backward_serial,
     max_pool_forward,
     pool_out_size,
 )
@@ -17,6 +18,11 @@ from ..registry import register_layer
 from ..rng import get_rng
 
 MAX, AVE, STOCHASTIC = 0, 1, 2
+
+# Bottoms up to this many floats (1 MB) take the serial MAX backward: the scatter then takes
+# ~20 us, about what waking a second thread for a parallel region costs (~10 us on 2 cores).
+# LeNet's pool2 backward (204,800 floats), 2 threads: 29 us parallel, 20 us serial.
+SERIAL_BACKWARD_MAX = 1 << 18
 
 
 @register_layer("Pooling", v1="POOLING")
@@ -89,6 +95,8 @@ class PoolingLayer(Layer):
             # the argmax is a flat index into an H*W plane: int16 holds it for planes of up to
             # 32767 pixels (the usual case), half the memory and traffic of int32
             self.mask = np.empty((N, C, OH, OW), np.int16 if H * W <= np.iinfo(np.int16).max else np.int32)
+            small = x.count() <= SERIAL_BACKWARD_MAX
+            self._max_backward = max_pool_backward_serial if small else max_pool_backward
             if self.pool == STOCHASTIC:
                 self._uniform = np.empty((N, C, OH, OW), np.float32)
 
@@ -109,11 +117,11 @@ class PoolingLayer(Layer):
         if not propagate_down[0]:
             return
         if self.pool == MAX:
-            max_pool_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
+            self._max_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
         elif self.pool == AVE:
             ave_pool_backward(top[0].diff, self.geom, bottom[0].diff)
         elif self.phase == TRAIN:  # the sampled pixels' indices have the argmax mask's layout
-            max_pool_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
+            self._max_backward(top[0].diff, self.mask, self.geom, bottom[0].diff)
         else:
             sto_pool_test_backward(bottom[0].data, top[0].diff, self.geom, bottom[0].diff)
 

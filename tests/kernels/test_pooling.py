@@ -10,11 +10,16 @@ from pycaffe_lite.kernels.pooling import (
     ave_pool_forward,
     make_pool_geom,
     max_pool_backward,
+    max_pool_backward_serial,
     max_pool_forward,
     pool_out_size,
 )
 
 FLT_MAX = float(np.finfo(np.float32).max)
+
+# The parallel kernel and the serial one the layer takes for small tensors: same results.
+MAX_BACKWARDS = pytest.mark.parametrize("max_backward", [max_pool_backward, max_pool_backward_serial],
+                                        ids=["parallel", "serial"])
 
 # (N, C, H, W, kh, kw, sh, sw, ph, pw)
 CASES = {
@@ -24,6 +29,7 @@ CASES = {
     "last_window_dropped": (1, 1, 4, 4, 3, 3, 3, 3, 2, 2),  # ceil gives 3, Caffe's rule 2
     "pad_only_in_w": (1, 1, 5, 6, 1, 2, 3, 2, 0, 1),  # h also corrected (pad_h || pad_w)
     "lenet_pool": (2, 3, 8, 8, 2, 2, 2, 2, 0, 0),
+    "cifar_pool_3x3_s2": (2, 3, 8, 9, 3, 3, 2, 2, 0, 0),  # the last windows are clipped to 2 wide/high
     "global": (2, 3, 5, 4, 5, 4, 1, 1, 0, 0),
     "size1": (1, 1, 1, 1, 1, 1, 1, 1, 0, 0),
     "size1_padded": (1, 1, 1, 1, 2, 2, 1, 1, 1, 1),
@@ -112,15 +118,16 @@ def test_max_pool_forward(case):
                                   y.reshape(flat.shape[:2] + (-1,)))
 
 
+@MAX_BACKWARDS
 @pytest.mark.parametrize("case", CASES)
-def test_max_pool_backward(case):
+def test_max_pool_backward(case, max_backward):
     x, geom = _setup(case)
     y = np.empty(_top_shape(x, geom), np.float32)
     mask = np.empty(y.shape, np.int32)
     max_pool_forward(x, geom, y, mask)
     top_diff = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
     bottom = np.full_like(x, np.nan)  # the kernel zeroes it
-    max_pool_backward(top_diff, mask, geom, bottom)
+    max_backward(top_diff, mask, geom, bottom)
     # Same (oh, ow) accumulation order as the reference: exact.
     np.testing.assert_array_equal(bottom, ref_max_backward(top_diff, mask, geom, x.shape))
     # Adjoint of the (piecewise linear) forward at x: <y, t> == <x, backward(t)>.
@@ -145,7 +152,8 @@ def test_max_pool_ties_first_maximum_wins():
     np.testing.assert_array_equal(mask[0, 0], [[0, 2], [4, 6]])
 
 
-def test_max_pool_backward_accumulates_shared_argmax():
+@MAX_BACKWARDS
+def test_max_pool_backward_accumulates_shared_argmax(max_backward):
     geom = make_pool_geom(3, 3, 2, 2, 1, 1, 0, 0)  # four overlapping windows share the centre
     x = np.zeros((1, 1, 3, 3), np.float32)
     x[0, 0, 1, 1] = 9
@@ -153,13 +161,14 @@ def test_max_pool_backward_accumulates_shared_argmax():
     mask = np.empty(y.shape, np.int32)
     max_pool_forward(x, geom, y, mask)
     bottom = np.empty_like(x)
-    max_pool_backward(np.array([[[[1, 2], [3, 4]]]], np.float32), mask, geom, bottom)
+    max_backward(np.array([[[[1, 2], [3, 4]]]], np.float32), mask, geom, bottom)
     expected = np.zeros((3, 3), np.float32)
     expected[1, 1] = 10
     np.testing.assert_array_equal(bottom[0, 0], expected)
 
 
-def test_empty_windows_follow_caffe():
+@MAX_BACKWARDS
+def test_empty_windows_follow_caffe(max_backward):
     """No padding and stride > kernel: Caffe's ceil leaves a last window past the image.
 
     MAX gives -FLT_MAX with mask -1 (ignored by backward); AVE divides 0 by 0 (NaN)."""
@@ -172,7 +181,7 @@ def test_empty_windows_follow_caffe():
     np.testing.assert_array_equal(y[0, 0, :2, :2], [[1, 3], [9, 11]])
     assert (y[0, 0, 2, :] == -FLT_MAX).all() and (mask[0, 0, :, 2] == -1).all()
     bottom = np.empty_like(x)
-    max_pool_backward(np.ones_like(y), mask, geom, bottom)
+    max_backward(np.ones_like(y), mask, geom, bottom)
     assert bottom.sum() == 4
 
     with np.errstate(invalid="ignore", divide="ignore"):  # pure-Python mode warns on 0/0
@@ -181,6 +190,28 @@ def test_empty_windows_follow_caffe():
     np.testing.assert_array_equal(y[0, 0, :2, :2], [[1, 3], [9, 11]])
     assert np.isnan(y[0, 0, 2, :]).all() and np.isnan(y[0, 0, :, 2]).all()
     assert bottom.sum() == 4  # empty windows touch no pixel
+
+
+@MAX_BACKWARDS
+@pytest.mark.parametrize("geom_args", [(6, 5, 2, 2, 2, 2, 0, 0), (6, 5, 2, 2, 2, 2, 1, 1), (6, 5, 2, 1, 3, 2, 1, 0),
+                                       (6, 5, 3, 3, 2, 2, 1, 1)],
+                         ids=["disjoint", "disjoint_padded", "disjoint_gapped", "overlapping"])
+def test_max_pool_backward_many_planes_mask_dtypes(max_backward, geom_args):
+    """Enough planes (N*C = 700 planes of 30 floats) to span several of the kernels' zero-then-scatter
+    chunks (4096 floats), odd sizes, int16 and int32 masks; stale values in the output must go."""
+    geom = make_pool_geom(*geom_args)
+    x = np.random.default_rng(3).standard_normal((7, 100, 6, 5)).astype(np.float32)
+    y = np.empty(_top_shape(x, geom), np.float32)
+    mask = np.empty(y.shape, np.int32)
+    max_pool_forward(x, geom, y, mask)
+    top_diff = np.random.default_rng(4).standard_normal(y.shape).astype(np.float32)
+    expected = ref_max_backward(top_diff, mask, geom, x.shape)
+    for dtype in (np.int16, np.int32):
+        bottom = np.full_like(x, 7.0)
+        max_backward(top_diff, mask.astype(dtype), geom, bottom)
+        np.testing.assert_array_equal(bottom, expected)
+    if geom_args[4] >= geom_args[2] and geom_args[5] >= geom_args[3]:  # disjoint: a pixel per window
+        assert np.count_nonzero(expected) == np.count_nonzero(mask >= 0)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -203,6 +234,31 @@ def test_ave_pool_backward(case):
     ave_pool_forward(x, geom, y)
     assert np.vdot(y.astype(np.float64), top_diff) == pytest.approx(
         np.vdot(x.astype(np.float64), bottom), rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("case", ["random", "odd_7x5_s2_p1", "overlapping", "cifar_pool_3x3_s2", "lenet_pool"])
+def test_ave_pool_sums_in_caffe_order(case):
+    """float32 sums in row-major order, then one division: the same bits as Caffe (the 3x3 kernels
+    write the window out by hand, so the order is checked exactly here, not to a tolerance)."""
+    x, geom = _setup(case)
+    y = np.empty(_top_shape(x, geom), np.float32)
+    ave_pool_forward(x, geom, y)
+    top_diff = np.random.default_rng(2).standard_normal(y.shape).astype(np.float32)
+    bottom = np.empty_like(x)
+    ave_pool_backward(top_diff, geom, bottom)
+    y_ref = np.empty_like(y)
+    bottom_ref = np.zeros_like(x)
+    for n, c in np.ndindex(x.shape[:2]):
+        for oh, ow, h0, h1, w0, w1, size in _windows(geom):
+            acc = np.float32(0)
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    acc = np.float32(acc + x[n, c, h, w])
+            y_ref[n, c, oh, ow] = acc / np.float32(size)
+            g = np.float32(top_diff[n, c, oh, ow] / np.float32(size))
+            bottom_ref[n, c, h0:h1, w0:w1] += g
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(bottom, bottom_ref)
 
 
 def test_ave_pool_padding_counts_in_the_divisor():

@@ -99,6 +99,29 @@ def test_mask_dtype_holds_every_index(H, dtype):
     assert x.diff[0, 0, -1, -1] == 2 and x.diff.sum() == 2
 
 
+@pytest.mark.parametrize("pool", ["MAX", "STOCHASTIC"])
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2)], ids=["disjoint", "overlapping"])
+def test_small_bottoms_take_the_serial_backward_with_the_same_result(pool, k, s, monkeypatch):
+    from pycaffe_lite.kernels.pooling import max_pool_backward, max_pool_backward_serial
+    from pycaffe_lite.layers import pooling
+
+    results = []
+    for limit, kernel in ((1 << 30, max_pool_backward_serial), (0, max_pool_backward)):
+        monkeypatch.setattr(pooling, "SERIAL_BACKWARD_MAX", limit)
+        set_random_seed(5)
+        layer = make_phase(f"pool: {pool} kernel_size: {k} stride: {s}", "TRAIN")
+        x, top = blob((2, 3, 9, 7)), Blob()
+        layer.set_up([x], [top])
+        layer.run_forward([x], [top])
+        assert layer._max_backward is kernel
+        top.diff[...] = np.random.default_rng(1).standard_normal(top.shape)
+        x.diff[...] = np.nan  # assigned, not accumulated
+        layer.run_backward([top], [True], [x])
+        results.append(x.diff.copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert np.isfinite(results[0]).all() and np.count_nonzero(results[0]) > 0
+
+
 def test_errors():
     with pytest.raises(NetConfigError, match="kernel_size .* is required"):
         make("pool: MAX").set_up([blob((1, 1, 4, 4))], [Blob()])
