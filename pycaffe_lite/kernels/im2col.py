@@ -29,6 +29,11 @@ chunk of images at a time, so ``N`` there is the chunk):
     costs more than im2col and the (N*P, Cout) -> NCHW copy more than (Cout, N*P) -> NCHW,
     which outweighs its slightly faster GEMM for conv2); kept as the tested alternative.
 
+Serial twins.  ``im2col_serial``, ``col2im_serial``, ``im2row_nhwc_serial`` and
+``row2im_nhwc_serial`` give the same bits as their parallel kernels on the calling thread alone,
+compiled ``nogil=True``: the Convolution layer runs two halves of a batch on two threads of its
+own, each with these (one body per task, ``_im2col_row`` etc., shared by both twins).
+
 Zero padding.  Element ``(k, q)`` reads ``x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]``, or
 0 when that falls outside the image.  The col2im/row2im adjoints sum every contribution to an
 input pixel in increasing ``k`` order, the order of Caffe's col2im.
@@ -113,16 +118,9 @@ def _zero(a, lo, hi):
         a[t] = zero
 
 
-# parallel=True: the rows of col are independent and each is one long contiguous stretch of
-# memory, so the threads split the K rows without sharing cache lines.
-@njit(cache=True, parallel=True)
-def im2col_batch(x, geom, out_col):
-    """Whole-batch im2col: ``x (N, C, H, W)`` -> ``out_col (C*kh*kw, N*OH*OW)``.
-
-    ``out_col[c*kh*kw + i*kw + j, n*OH*OW + oh*OW + ow] =
-    x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (0 outside the image).  Every element of
-    ``out_col`` is written.
-    """
+@njit(cache=True, nogil=True)
+def _im2col_row(x, geom, r, row):
+    """Row ``r`` of :func:`im2col_batch`'s ``out_col`` (``row``, a 1-D view) for every image of ``x``."""
     N = x.shape[0]
     H = geom[G_H]
     W = geom[G_W]
@@ -137,54 +135,65 @@ def im2col_batch(x, geom, out_col):
     OH = geom[G_OH]
     OW = geom[G_OW]
     P = OH * OW
-    K = geom[G_C] * kh * kw
     usw = _U(sw)
-    for r in prange(K):
-        c = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        row = out_col[r]
-        hoff = i * dh - ph
-        woff = j * dw - pw
-        oh_lo, oh_hi = _valid_range(hoff, sh, OH, H)
-        ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
-        nvalid = _U(ow_hi - ow_lo)
-        for n in range(N):
-            xc = x[n, c]
-            base = n * P
-            _zero(row, base, base + oh_lo * OW)          # window rows above the image
-            _zero(row, base + oh_hi * OW, base + P)      # and below it
-            for oh in range(oh_lo, oh_hi):
-                src = xc[oh * sh + hoff]
-                b = base + oh * OW
-                _zero(row, b, b + ow_lo)
-                _zero(row, b + ow_hi, b + OW)
-                ub = _U(b + ow_lo)
-                us = _U(max(ow_lo * sw + woff, 0))     # first valid source column
-                if sw == 1:
-                    for t in range(_U(0), nvalid):
-                        row[ub + t] = src[us + t]
-                else:
-                    for t in range(_U(0), nvalid):
-                        row[ub + t] = src[us + t * usw]
+    c = r // (kh * kw)
+    i = (r // kw) % kh
+    j = r % kw
+    hoff = i * dh - ph
+    woff = j * dw - pw
+    oh_lo, oh_hi = _valid_range(hoff, sh, OH, H)
+    ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
+    nvalid = _U(ow_hi - ow_lo)
+    for n in range(N):
+        xc = x[n, c]
+        base = n * P
+        _zero(row, base, base + oh_lo * OW)          # window rows above the image
+        _zero(row, base + oh_hi * OW, base + P)      # and below it
+        for oh in range(oh_lo, oh_hi):
+            src = xc[oh * sh + hoff]
+            b = base + oh * OW
+            _zero(row, b, b + ow_lo)
+            _zero(row, b + ow_hi, b + OW)
+            ub = _U(b + ow_lo)
+            us = _U(max(ow_lo * sw + woff, 0))     # first valid source column
+            if sw == 1:
+                for t in range(_U(0), nvalid):
+                    row[ub + t] = src[us + t]
+            else:
+                for t in range(_U(0), nvalid):
+                    row[ub + t] = src[us + t * usw]
+
+
+# parallel=True: the rows of col are independent and each is one long contiguous stretch of
+# memory, so the threads split the K rows without sharing cache lines.
+@njit(cache=True, parallel=True)
+def im2col_batch(x, geom, out_col):
+    """Whole-batch im2col: ``x (N, C, H, W)`` -> ``out_col (C*kh*kw, N*OH*OW)``.
+
+    ``out_col[c*kh*kw + i*kw + j, n*OH*OW + oh*OW + ow] =
+    x[n, c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]`` (0 outside the image).  Every element of
+    ``out_col`` is written.
+    """
+    for r in prange(out_col.shape[0]):
+        _im2col_row(x, geom, r, out_col[r])
+
+
+@njit(cache=True, nogil=True)
+def im2col_serial(x, geom, out_col):
+    """:func:`im2col_batch` on the calling thread only, without the GIL (for callers that run
+    two halves of a batch on two threads of their own)."""
+    for r in range(out_col.shape[0]):
+        _im2col_row(x, geom, r, out_col[r])
 
 
 # Images per col2im task: a task streams its channel's kh*kw rows of col over a block of images.
 _COL2IM_BLOCK = 8
 
 
-# parallel=True over (channel, block of images) tasks: each task owns out_x[n0:n1, c], so there
-# are no write races, and it reads its channel's kh*kw rows of col in long contiguous runs
-# (15% faster than one task per image for LeNet's conv2, and still parallel when C == 1).
-@njit(cache=True, parallel=True)
-def col2im_batch(col, geom, out_x):
-    """Adjoint of :func:`im2col_batch`: ``col (C*kh*kw, N*OH*OW)`` -> ``out_x (N, C, H, W)``.
-
-    ``out_x`` is zeroed here, then every column entry is added (``+=``) to the pixel it was
-    read from, in increasing row order (Caffe's); entries that came from padding are dropped.
-    """
-    N = out_x.shape[0]
-    C = geom[G_C]
+@njit(cache=True, nogil=True)
+def _col2im_task(col, geom, c, n0, n1, out_x):
+    """Channel ``c`` of images ``n0:n1`` of :func:`col2im_batch`: zeroed, then every entry of
+    its kh*kw rows of ``col`` added, in increasing row order."""
     H = geom[G_H]
     W = geom[G_W]
     kh = geom[G_KH]
@@ -199,29 +208,51 @@ def col2im_batch(col, geom, out_x):
     OW = geom[G_OW]
     P = OH * OW
     usw = _U(sw)
+    for n in range(n0, n1):
+        out_x[n, c] = np.float32(0.0)
+    for i in range(kh):
+        hoff = i * dh - ph
+        oh_lo, oh_hi = _valid_range(hoff, sh, OH, H)
+        for j in range(kw):
+            woff = j * dw - pw
+            ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
+            nvalid = _U(ow_hi - ow_lo)
+            ud = _U(max(ow_lo * sw + woff, 0))     # first valid target column
+            row = col[(c * kh + i) * kw + j]
+            for n in range(n0, n1):
+                xc = out_x[n, c]
+                for oh in range(oh_lo, oh_hi):
+                    dst = xc[oh * sh + hoff]
+                    ub = _U(n * P + oh * OW + ow_lo)
+                    for t in range(_U(0), nvalid):
+                        dst[ud + t * usw] += row[ub + t]
+
+
+# parallel=True over (channel, block of images) tasks: each task owns out_x[n0:n1, c], so there
+# are no write races, and it reads its channel's kh*kw rows of col in long contiguous runs
+# (15% faster than one task per image for LeNet's conv2, and still parallel when C == 1).
+@njit(cache=True, parallel=True)
+def col2im_batch(col, geom, out_x):
+    """Adjoint of :func:`im2col_batch`: ``col (C*kh*kw, N*OH*OW)`` -> ``out_x (N, C, H, W)``.
+
+    ``out_x`` is zeroed here, then every column entry is added (``+=``) to the pixel it was
+    read from, in increasing row order (Caffe's); entries that came from padding are dropped.
+    """
+    N = out_x.shape[0]
     nblocks = (N + _COL2IM_BLOCK - 1) // _COL2IM_BLOCK
-    for task in prange(C * nblocks):
+    for task in prange(geom[G_C] * nblocks):
         c = task // nblocks
         n0 = (task - c * nblocks) * _COL2IM_BLOCK
-        n1 = min(n0 + _COL2IM_BLOCK, N)
-        for n in range(n0, n1):
-            out_x[n, c] = np.float32(0.0)
-        for i in range(kh):
-            hoff = i * dh - ph
-            oh_lo, oh_hi = _valid_range(hoff, sh, OH, H)
-            for j in range(kw):
-                woff = j * dw - pw
-                ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
-                nvalid = _U(ow_hi - ow_lo)
-                ud = _U(max(ow_lo * sw + woff, 0))     # first valid target column
-                row = col[(c * kh + i) * kw + j]
-                for n in range(n0, n1):
-                    xc = out_x[n, c]
-                    for oh in range(oh_lo, oh_hi):
-                        dst = xc[oh * sh + hoff]
-                        ub = _U(n * P + oh * OW + ow_lo)
-                        for t in range(_U(0), nvalid):
-                            dst[ud + t * usw] += row[ub + t]
+        _col2im_task(col, geom, c, n0, min(n0 + _COL2IM_BLOCK, N), out_x)
+
+
+@njit(cache=True, nogil=True)
+def col2im_serial(col, geom, out_x):
+    """:func:`col2im_batch` on the calling thread only, without the GIL (same order of sums)."""
+    N = out_x.shape[0]
+    for c in range(geom[G_C]):
+        for n0 in range(0, N, _COL2IM_BLOCK):
+            _col2im_task(col, geom, c, n0, min(n0 + _COL2IM_BLOCK, N), out_x)
 
 
 # parallel=True over the batch: each image owns the rows n*P..n*P+P-1 of the output.
@@ -329,15 +360,9 @@ def row2im_batch(rows, geom, out_x):
 # multiplies these rows.  Zero padding as in :func:`im2col_batch`.
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def im2row_nhwc(xh, geom, out_rows):
-    """``xh (N, H, W, C)`` -> ``out_rows (N*OH*OW, kh*kw*C)``; every element is written.
-
-    ``out_rows[n*P + oh*OW + ow, (i*kw + j)*C + c] = xh[n, oh*sh - ph + i*dh, ow*sw - pw + j*dw, c]``
-    (0 outside the image), ``P = OH*OW``.
-    """
-    N = xh.shape[0]
-    C = geom[G_C]
+@njit(cache=True, nogil=True)
+def _im2row_task(xh, geom, n, oh, out_rows):
+    """The OW rows of :func:`im2row_nhwc`'s ``out_rows`` of image ``n``, output row ``oh``."""
     H = geom[G_H]
     W = geom[G_W]
     kh = geom[G_KH]
@@ -350,34 +375,91 @@ def im2row_nhwc(xh, geom, out_rows):
     dw = geom[G_DW]
     OH = geom[G_OH]
     OW = geom[G_OW]
+    C = geom[G_C]
     uC = _U(C)
-    for task in prange(N * OH):       # one (image, output row) per task
-        n = task // OH
-        oh = task - n * OH
-        for ow in range(OW):
-            dst = out_rows[(n * OH + oh) * OW + ow]
-            w0 = ow * sw - pw
-            j_lo, j_hi = _valid_range(w0, dw, kw, W)
-            for i in range(kh):
-                k0 = i * kw * C
-                h = oh * sh - ph + i * dh
-                if h < 0 or h >= H:
-                    _zero(dst, k0, k0 + kw * C)
-                    continue
-                _zero(dst, k0, k0 + j_lo * C)
-                _zero(dst, k0 + j_hi * C, k0 + kw * C)
-                src = xh[n, h].reshape(-1)    # (W*C,) contiguous
-                if dw == 1:
-                    ud = _U(k0 + j_lo * C)
-                    us = _U(max(w0 + j_lo, 0) * C)
-                    for t in range(_U(0), _U((j_hi - j_lo) * C)):
+    for ow in range(OW):
+        dst = out_rows[(n * OH + oh) * OW + ow]
+        w0 = ow * sw - pw
+        j_lo, j_hi = _valid_range(w0, dw, kw, W)
+        for i in range(kh):
+            k0 = i * kw * C
+            h = oh * sh - ph + i * dh
+            if h < 0 or h >= H:
+                _zero(dst, k0, k0 + kw * C)
+                continue
+            _zero(dst, k0, k0 + j_lo * C)
+            _zero(dst, k0 + j_hi * C, k0 + kw * C)
+            src = xh[n, h].reshape(-1)    # (W*C,) contiguous
+            if dw == 1:
+                ud = _U(k0 + j_lo * C)
+                us = _U(max(w0 + j_lo, 0) * C)
+                for t in range(_U(0), _U((j_hi - j_lo) * C)):
+                    dst[ud + t] = src[us + t]
+            else:
+                for j in range(j_lo, j_hi):
+                    ud = _U(k0 + j * C)
+                    us = _U((w0 + j * dw) * C)
+                    for t in range(_U(0), uC):
                         dst[ud + t] = src[us + t]
-                else:
-                    for j in range(j_lo, j_hi):
-                        ud = _U(k0 + j * C)
-                        us = _U((w0 + j * dw) * C)
-                        for t in range(_U(0), uC):
-                            dst[ud + t] = src[us + t]
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def im2row_nhwc(xh, geom, out_rows):
+    """``xh (N, H, W, C)`` -> ``out_rows (N*OH*OW, kh*kw*C)``; every element is written.
+
+    ``out_rows[n*P + oh*OW + ow, (i*kw + j)*C + c] = xh[n, oh*sh - ph + i*dh, ow*sw - pw + j*dw, c]``
+    (0 outside the image), ``P = OH*OW``.
+    """
+    OH = geom[G_OH]
+    for task in prange(xh.shape[0] * OH):       # one (image, output row) per task
+        n = task // OH
+        _im2row_task(xh, geom, n, task - n * OH, out_rows)
+
+
+@njit(cache=True, nogil=True)
+def im2row_nhwc_serial(xh, geom, out_rows):
+    """:func:`im2row_nhwc` on the calling thread only (see :func:`im2col_serial`)."""
+    for n in range(xh.shape[0]):
+        for oh in range(geom[G_OH]):
+            _im2row_task(xh, geom, n, oh, out_rows)
+
+
+@njit(cache=True, nogil=True)
+def _row2im_task(rows, geom, n, h, out_xh):
+    """Input row ``h`` of image ``n`` of :func:`row2im_nhwc`: zeroed, then everything that
+    falls on it added, per pixel over (i, j) in increasing order."""
+    W = geom[G_W]
+    kh = geom[G_KH]
+    kw = geom[G_KW]
+    sh = geom[G_SH]
+    sw = geom[G_SW]
+    ph = geom[G_PH]
+    pw = geom[G_PW]
+    dh = geom[G_DH]
+    dw = geom[G_DW]
+    OH = geom[G_OH]
+    OW = geom[G_OW]
+    C = geom[G_C]
+    uC = _U(C)
+    dst = out_xh[n, h].reshape(-1)   # (W*C,) contiguous
+    _zero(dst, 0, W * C)
+    for i in range(kh):
+        t_h = h + ph - i * dh        # = oh*sh
+        if t_h < 0 or t_h % sh != 0:
+            continue
+        oh = t_h // sh
+        if oh >= OH:
+            continue
+        for j in range(kw):
+            woff = j * dw - pw
+            ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
+            k0 = (i * kw + j) * C
+            for ow in range(ow_lo, ow_hi):
+                src = rows[(n * OH + oh) * OW + ow]
+                ud = _U((ow * sw + woff) * C)
+                us = _U(k0)
+                for t in range(_U(0), uC):
+                    dst[ud + t] += src[us + t]
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -388,40 +470,15 @@ def row2im_nhwc(rows, geom, out_xh):
     from padding are dropped).  Each (image, input row) is one task that gathers what falls on
     it, so there are no write races; per pixel the sum runs over (i, j) in increasing order.
     """
-    N = out_xh.shape[0]
-    C = geom[G_C]
     H = geom[G_H]
-    W = geom[G_W]
-    kh = geom[G_KH]
-    kw = geom[G_KW]
-    sh = geom[G_SH]
-    sw = geom[G_SW]
-    ph = geom[G_PH]
-    pw = geom[G_PW]
-    dh = geom[G_DH]
-    dw = geom[G_DW]
-    OH = geom[G_OH]
-    OW = geom[G_OW]
-    uC = _U(C)
-    for task in prange(N * H):        # one (image, input row) per task
+    for task in prange(out_xh.shape[0] * H):        # one (image, input row) per task
         n = task // H
-        h = task - n * H
-        dst = out_xh[n, h].reshape(-1)   # (W*C,) contiguous
-        _zero(dst, 0, W * C)
-        for i in range(kh):
-            t_h = h + ph - i * dh        # = oh*sh
-            if t_h < 0 or t_h % sh != 0:
-                continue
-            oh = t_h // sh
-            if oh >= OH:
-                continue
-            for j in range(kw):
-                woff = j * dw - pw
-                ow_lo, ow_hi = _valid_range(woff, sw, OW, W)
-                k0 = (i * kw + j) * C
-                for ow in range(ow_lo, ow_hi):
-                    src = rows[(n * OH + oh) * OW + ow]
-                    ud = _U((ow * sw + woff) * C)
-                    us = _U(k0)
-                    for t in range(_U(0), uC):
-                        dst[ud + t] += src[us + t]
+        _row2im_task(rows, geom, n, task - n * H, out_xh)
+
+
+@njit(cache=True, nogil=True)
+def row2im_nhwc_serial(rows, geom, out_xh):
+    """:func:`row2im_nhwc` on the calling thread only (same order of sums)."""
+    for n in range(out_xh.shape[0]):
+        for h in range(geom[G_H]):
+            _row2im_task(rows, geom, n, h, out_xh)
