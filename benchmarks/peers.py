@@ -139,13 +139,16 @@ class PliteWorker:
     name = "pycaffe_lite"
 
     def __init__(self) -> None:
+        import importlib
+
+        # pycaffe_lite first: its thread settings (idle OpenBLAS/OpenMP threads sleep) must be in
+        # place before NumPy loads BLAS (an import statement would be sorted after numpy's)
+        importlib.import_module("pycaffe_lite")
         import logging
 
         import numba
         import numpy as np
         import threadpoolctl
-
-        import pycaffe_lite  # noqa: F401  (thread settings before anything else loads BLAS)
 
         logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
         self.np, self.numba, self.threadpoolctl = np, numba, threadpoolctl
@@ -557,12 +560,13 @@ def _lenet_solver_param(max_iter: int, batch_size: int | None = None):
 def memory_main(iters: list[int]) -> int:
     """Train LeNet (models/lenet, the bundled MNIST LMDB) and report RSS; prints one JSON line."""
     import gc
+    import importlib
     import logging
 
+    pycaffe_lite = importlib.import_module("pycaffe_lite")  # first: its thread settings precede BLAS's load
     import numpy as np
 
     os.chdir(ROOT)
-    import pycaffe_lite
 
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
     rss_import = _rss_mb()
