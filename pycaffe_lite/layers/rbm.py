@@ -162,7 +162,7 @@ class RBMLayer(Layer):
         # unit-major (H, 2N): W x^T reads W as stored and takes half the time of x W^T, for which
         # BLAS packs a transposed copy of W (kernels/sampling.py).
         self._AT = np.empty((H, 2 * N), f32)  # W [x; x_model]^T (no bias); AT[:, :N] feeds F(x)
-        self._TT = np.empty((H, 2 * N), f32)  # tanh((AT + c) / 2)
+        self._TT = np.empty(H * 2 * N, f32)   # tanh((AT[:, cols] + c) / 2), contiguous (see _hidden_tanh)
         self._PT = np.empty((H, 2 * N), f32)  # [-h_data, h_model] probabilities, unit-major
         self._Q = np.empty((2 * N, V), f32)   # [x; x_model]
         self._hs = np.empty((H, N), f32)      # sampled hidden states driving a CD chain (unit-major)
@@ -234,9 +234,11 @@ class RBMLayer(Layer):
         np.tanh(t, out=t)
 
     def _hidden_tanh(self, cols: slice) -> np.ndarray:
-        """``TT[:, cols] = tanh((AT[:, cols] + c) / 2)`` (unit-major: a bias per row)."""
-        t = self._TT[:, cols]
-        K.add_row_bias_half(self._AT[:, cols], self.blobs[2].data, t)
+        """``tanh((AT[:, cols] + c) / 2)`` (unit-major: a bias per row) in a contiguous (H, columns)
+        buffer: NumPy's tanh takes 1.8 us on 10,000 contiguous values, 6 us on a column slice."""
+        a = self._AT[:, cols]
+        t = self._TT[:a.size].reshape(a.shape)
+        K.add_row_bias_half(a, self.blobs[2].data, t)
         np.tanh(t, out=t)
         return t
 
@@ -287,12 +289,13 @@ class RBMLayer(Layer):
         model = slice(N, 2 * N)
         self._product(self.blobs[0].data, self._Q[rows].T, self._AT[:, rows], self._hcut)
         T = self._hidden_tanh(rows)
+        Tm = T[:, T.shape[1] - N:]  # the model's columns (all of T but at PCD's first step)
         if rows.start == 0:
             K.hidden_data_t(T[:, :N], self._top, self._PT[:, :N])
         if sample_next:
-            K.sigmoid_from_tanh_sample_t(self._TT[:, model], self._uh, self._PT[:, model], self._hnext)
+            K.sigmoid_from_tanh_sample_t(Tm, self._uh, self._PT[:, model], self._hnext)
         else:
-            K.sigmoid_from_tanh(self._TT[:, model], self._PT[:, model])
+            K.sigmoid_from_tanh(Tm, self._PT[:, model])
 
     def forward(self, bottom, top) -> None:
         with SerialBlas():
