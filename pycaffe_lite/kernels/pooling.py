@@ -140,44 +140,44 @@ def max_pool_forward(x, geom, out_y, out_mask):
 _UNPOOL_CHUNK = 4096  # bottom-diff floats per work item of the disjoint path (16 KB, in L1)
 
 
+@njit(inline="always")
+def _unpool_planes(top_flat, mask_flat, HW, PP, p0, p1, disjoint, out_flat):
+    """Planes ``p0 .. p1-1`` of the MAX backward: zero them, then route each top diff to its
+    argmax (``-1``: an empty window, nothing to route).  Disjoint windows never share an argmax,
+    so they store; overlapping ones accumulate (``+=``, Caffe's order).  Inlined into both
+    kernels below."""
+    for i in range(_U(p0 * HW), _U(p1 * HW)):
+        out_flat[i] = np.float32(0.0)
+    for p in range(p0, p1):
+        base = p * HW
+        for q in range(_U(p * PP), _U(p * PP + PP)):
+            idx = mask_flat[q]
+            if idx >= 0:
+                if disjoint:
+                    out_flat[_U(base + idx)] = top_flat[q]
+                else:
+                    out_flat[_U(base + idx)] += top_flat[q]
+
+
 @njit(cache=True, parallel=True)
 def max_pool_backward(top_diff, mask, geom, out_bottom_diff):
     """Scatter ``top_diff (N, C, OH, OW)`` to the argmax pixels; ``out_bottom_diff`` is zeroed
-    here first, and windows sharing an argmax accumulate (``+=``)."""
+    here first, and windows sharing an argmax accumulate (``+=``).  Disjoint windows (stride >=
+    kernel) go ``_UNPOOL_CHUNK`` floats of planes per task, overlapping ones a plane per task."""
     NC = out_bottom_diff.shape[0] * out_bottom_diff.shape[1]
     HW = geom[P_H] * geom[P_W]
     PP = geom[P_OH] * geom[P_OW]
-    zero = np.float32(0.0)
+    out_flat = out_bottom_diff.reshape(NC * HW)
+    top_flat = top_diff.reshape(NC * PP)
+    mask_flat = mask.reshape(NC * PP)
     if geom[P_SH] >= geom[P_KH] and geom[P_SW] >= geom[P_KW]:  # disjoint windows
-        out_flat = out_bottom_diff.reshape(NC * HW)
-        top_flat = top_diff.reshape(NC * PP)
-        mask_flat = mask.reshape(NC * PP)
         chunk = max(1, _UNPOOL_CHUNK // HW)
         for ci in prange((NC + chunk - 1) // chunk):
             p0 = ci * chunk
-            p1 = min(p0 + chunk, NC)
-            for i in range(_U(p0 * HW), _U(p1 * HW)):
-                out_flat[i] = zero
-            for p in range(p0, p1):
-                base = p * HW
-                for q in range(_U(p * PP), _U(p * PP + PP)):
-                    idx = mask_flat[q]
-                    if idx >= 0:  # -1: empty window, nothing to route to
-                        out_flat[_U(base + idx)] = top_flat[q]
+            _unpool_planes(top_flat, mask_flat, HW, PP, p0, min(p0 + chunk, NC), True, out_flat)
     else:
-        bottom_planes = out_bottom_diff.reshape(NC, HW)
-        top_planes = top_diff.reshape(NC, PP)
-        mask_planes = mask.reshape(NC, PP)
         for p in prange(NC):
-            bc = bottom_planes[p]
-            tc = top_planes[p]
-            mc = mask_planes[p]
-            for i in range(_U(0), _U(HW)):
-                bc[i] = zero
-            for q in range(_U(0), _U(PP)):
-                idx = mc[q]
-                if idx >= 0:
-                    bc[_U(idx)] += tc[q]
+            _unpool_planes(top_flat, mask_flat, HW, PP, p, p + 1, False, out_flat)
 
 
 @njit(cache=True)
@@ -188,34 +188,15 @@ def max_pool_backward_serial(top_diff, mask, geom, out_bottom_diff):
     NC = out_bottom_diff.shape[0] * out_bottom_diff.shape[1]
     HW = geom[P_H] * geom[P_W]
     PP = geom[P_OH] * geom[P_OW]
-    zero = np.float32(0.0)
-    if geom[P_SH] >= geom[P_KH] and geom[P_SW] >= geom[P_KW]:
-        out_flat = out_bottom_diff.reshape(NC * HW)
-        top_flat = top_diff.reshape(NC * PP)
-        mask_flat = mask.reshape(NC * PP)
+    out_flat = out_bottom_diff.reshape(NC * HW)
+    top_flat = top_diff.reshape(NC * PP)
+    mask_flat = mask.reshape(NC * PP)
+    if geom[P_SH] >= geom[P_KH] and geom[P_SW] >= geom[P_KW]:  # chunks in L1, as above
         chunk = max(1, _UNPOOL_CHUNK // HW)
         for p0 in range(0, NC, chunk):
-            p1 = min(p0 + chunk, NC)
-            for i in range(_U(p0 * HW), _U(p1 * HW)):
-                out_flat[i] = zero
-            for p in range(p0, p1):
-                base = p * HW
-                for q in range(_U(p * PP), _U(p * PP + PP)):
-                    idx = mask_flat[q]
-                    if idx >= 0:
-                        out_flat[_U(base + idx)] = top_flat[q]
+            _unpool_planes(top_flat, mask_flat, HW, PP, p0, min(p0 + chunk, NC), True, out_flat)
     else:
-        out_flat = out_bottom_diff.reshape(NC * HW)
-        top_flat = top_diff.reshape(NC * PP)
-        mask_flat = mask.reshape(NC * PP)
-        for i in range(_U(0), _U(NC * HW)):
-            out_flat[i] = zero
-        for p in range(NC):
-            base = p * HW
-            for q in range(_U(p * PP), _U(p * PP + PP)):
-                idx = mask_flat[q]
-                if idx >= 0:
-                    out_flat[_U(base + idx)] += top_flat[q]
+        _unpool_planes(top_flat, mask_flat, HW, PP, 0, NC, False, out_flat)
 
 
 # error_model="numpy": with no padding and stride > kernel Caffe can produce a window that lies
