@@ -26,7 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import _blas
 from ._threads import available_cpus
+from .kernels import spin
 
 __all__ = ["available_cpus", "matmul_halves", "run_halves", "split_point"]
 
@@ -136,8 +138,6 @@ class _GemmWorker:
     product took up to 1.45x the time of the whole product on the caller."""
 
     def __init__(self, sgemm) -> None:
-        from .kernels import spin
-
         self.pid = os.getpid()
         self.busy = threading.Lock()
         self._sgemm = sgemm
@@ -155,8 +155,6 @@ class _GemmWorker:
         threading.Thread(target=self._loop, name="plite-gemm", daemon=True).start()
 
     def _loop(self) -> None:
-        from .kernels import spin
-
         c, last = self._counters, 0
         while True:
             last = spin.serve_gemm(self._sgemm, c, self._desc, self._scal, last, self._worker_checks)
@@ -172,9 +170,6 @@ class _GemmWorker:
         when a view BLAS cannot take makes it impossible (with ``beta`` 0 the caller can then use
         NumPy).  ``meanwhile()`` (if given) runs here first, while the worker already computes
         its half: work that neither reads the product's output nor writes its inputs."""
-        from . import _blas
-        from .kernels import spin
-
         plain = alpha == 1.0 and beta == 0.0
         split = not self.chooser.whole_now()
         if split and not (_blas.describe(*second, self._desc) and (plain or _blas.describe(*first, self._mine))):
@@ -207,8 +202,6 @@ class _GemmWorker:
         return True
 
     def _here(self, t, plain: bool) -> None:
-        from .kernels import spin
-
         if plain:
             np.matmul(t[0], t[1], out=t[2])
         else:
@@ -271,8 +264,6 @@ def _get_gemm_worker() -> _GemmWorker | None:
     if w is False or (w is not None and w.pid != os.getpid()):
         with _make_lock:
             if _gemm_worker is False or (_gemm_worker is not None and _gemm_worker.pid != os.getpid()):
-                from . import _blas
-
                 fn = _blas.sgemm()
                 _gemm_worker = _GemmWorker(fn) if fn is not None else None
             w = _gemm_worker
