@@ -11,6 +11,8 @@ import numpy as np
 from .._split import run_halves
 from .._threads import SerialBlas, available_cpus, blas_libs
 from ..kernels.conv_wgrad import shift_offsets, wgrad_accumulate, wgrad_shifted_accumulate
+from ..kernels.direct_conv import OBLOCK, SLACK, conv_forward_direct, conv_wgrad_direct, pad_nhwc
+from ..kernels.direct_conv import TILE as DIRECT_TILE
 from ..kernels.im2col import (
     col2im_batch,
     col2im_serial,
@@ -78,6 +80,20 @@ WGRAD_KERNEL_MAX = 1024
 #: (0: never).  Measured at one thread, LeNet conv1's 64 images: 0.36-0.38 ms against 0.54-0.56
 #: ms for the dy copy + im2col + wgrad_accumulate it replaces (alternating in one process).
 SHIFTED_WGRAD_MAX_K = 32
+#: Direct convolution (kernels/direct_conv.py: no columns, register tiles of 8 pixels x 32
+#: channels) for stride-1, undilated, group-1 layers whose output channels come in blocks of 32,
+#: whose output rows come in tiles of 8 and whose patches hold at least ``DIRECT_MIN_K`` floats
+#: (the input gradient also needs input channels in blocks of 32, an input row in tiles of 8 and
+#: pad < kernel).  Measured at one thread on half of CIFAR-10 quick's batch (50 images):
+#: conv2 forward 2.65 ms (247 GFLOP/s) where the rows and GEMM took ~5 ms at two threads for
+#: the whole batch; weight gradient 209 GFLOP/s, input gradient 259.  LeNet's layers (20 and 50
+#: channels) keep the column path, which was as fast there.  False: never (tests may set it).
+DIRECT = True
+DIRECT_MIN_K = 64
+#: Images per chunk on the direct path: the padded input and top diff of this many bytes' worth
+#: of images, so that the weight gradient's tiles, each of which runs over the whole chunk, read
+#: them from cache.
+DIRECT_CHUNK_BYTES = 512 << 10
 #: usable CPUs (None: looked up on first use); tests may set it
 _CPUS: int | None = None
 
@@ -303,9 +319,101 @@ class ConvolutionLayer(Layer):
             self.step = max(1, min(N, CHUNK_BYTES // (4 * self.K * self.P)))
             self.shifted = (self.group == 1 and self.sh == self.sw == 1 and self.ph == self.pw == 0
                             and self.K <= SHIFTED_WGRAD_MAX_K and self.num_output * self.K <= WGRAD_KERNEL_MAX)
+            self._plan_direct(N, C, H, W, OH, OW)
             if self.shifted:  # the patch offsets into an image and one widened dy per half
                 self._offsets = shift_offsets(C, H, W, self.kh, self.kw, self.dh, self.dw)
                 self._wide = np.empty((2, self.num_output, OH * W), np.float32)
+
+    def _plan_direct(self, N: int, C: int, H: int, W: int, OH: int, OW: int) -> None:
+        """Whether this shape takes the direct path (see ``DIRECT``) and its buffers' sizes."""
+        O = self.num_output
+        plain = self.group == 1 and self.sh == self.sw == 1 and self.dh == self.dw == 1
+        self.direct = (DIRECT and not numba.config.DISABLE_JIT and plain and O % OBLOCK == 0 and OW % DIRECT_TILE == 0
+                       and self.K >= DIRECT_MIN_K)
+        self.direct_dx = (self.direct and C % OBLOCK == 0 and W % DIRECT_TILE == 0
+                          and self.ph < self.kh and self.pw < self.kw)
+        if not self.direct:
+            return
+        self._xp_dims = (H + 2 * self.ph, W + 2 * self.pw)
+        self._q = (self.kh - 1 - self.ph, self.kw - 1 - self.pw)  # the top diff's pad for dx
+        self._dyp_dims = (OH + 2 * max(self._q[0], 0), OW + 2 * max(self._q[1], 0))
+        per_image = 4 * C * self._xp_dims[0] * self._xp_dims[1] + 4 * O * self._dyp_dims[0] * self._dyp_dims[1]
+        self.direct_step = max(1, min(N, DIRECT_CHUNK_BYTES // per_image))
+        self._r8 = -(-self.kw * C // DIRECT_TILE) * DIRECT_TILE
+        nb = O // OBLOCK
+        self._w_direct = np.empty((nb, self.kh, self.kw * C, OBLOCK), np.float32)
+        self._wT_direct = np.empty((C // OBLOCK, self.kh, self.kw * O, OBLOCK), np.float32) if self.direct_dx else None
+        self._dw_direct = np.empty((2, nb, self.kh, self._r8, OBLOCK), np.float32)
+        self._tiles = np.empty((2, DIRECT_TILE * OBLOCK), np.float32)
+        self._no_bias = np.empty(0, np.float32)
+
+    def _use_direct(self, cut: int) -> bool:
+        """The direct kernels are serial: on two threads they run only as the halves of a split."""
+        return self.direct and (cut > 0 or numba.get_num_threads() == 1)
+
+    def _direct_scratch(self, step: int, parts: int, dy: bool) -> list[tuple]:
+        """Per part, the padded channels-last input (slot 4) and top diff (slot 5, when ``dy``)
+        for ``step`` images, plus the slack the weight gradient's tiles may read past the end."""
+        _, C, _, _ = self._key
+        sizes = (step * C * self._xp_dims[0] * self._xp_dims[1],
+                 step * self.num_output * self._dyp_dims[0] * self._dyp_dims[1] if dy else 0)
+        out = [[] for _ in range(parts)]
+        for slot, m in zip((4, 5), sizes):
+            cap = -(-(m + SLACK) // 16) * 16
+            buf = workspace(slot, parts * cap) if m else None
+            for k in range(parts):
+                out[k].append(buf[k * cap:(k + 1) * cap] if m else None)
+        return [tuple(o) for o in out]
+
+    def _pack_direct(self, W2: np.ndarray) -> None:
+        """W2 (Cout, C*kh*kw) into the direct kernels' layouts: (Cout/32, kh, kw*C, 32) for the
+        forward and, for dx, the filters rotated by 180 degrees with input and output swapped."""
+        O, C, kh, kw = self.num_output, self.channels, self.kh, self.kw
+        W4 = W2.reshape(O // OBLOCK, OBLOCK, C, kh, kw)
+        np.copyto(self._w_direct.reshape(O // OBLOCK, kh, kw, C, OBLOCK), W4.transpose(0, 3, 4, 2, 1))
+        if self.direct_dx:
+            Wr = W2.reshape(O, C // OBLOCK, OBLOCK, kh, kw)[:, :, :, ::-1, ::-1]
+            np.copyto(self._wT_direct.reshape(C // OBLOCK, kh, kw, O, OBLOCK), Wr.transpose(1, 3, 4, 0, 2))
+
+    def _forward_direct(self, x: np.ndarray, y: np.ndarray, part: tuple) -> None:
+        """Images ``lo:hi`` of ``part = (lo, hi, step, (xp, _), k)`` through the direct kernel."""
+        lo, hi, step, (xp, _), k = part
+        C = self.channels
+        Hp, Wp = self._xp_dims
+        bias = self.blobs[1].data if self.bias_term else self._no_bias
+        wflat = self._w_direct.reshape(-1)
+        for n0 in range(lo, hi, step):
+            n1 = min(hi, n0 + step)
+            pad_nhwc(x[n0:n1], self.ph, self.pw, C, xp)
+            conv_forward_direct(xp, n1 - n0, Hp, Wp, C, wflat, self.kh, self.kw, bias, y[n0:n1], self._tiles[k])
+
+    def _backward_direct(self, x, dy, dx, flags: tuple, part: tuple) -> None:
+        """Images ``lo:hi`` of ``part = (k, lo, hi, step, (xp, dyp))`` on the direct path: dW into
+        ``_dw_direct[k]``, db into ``_db_acc[k]``, dx by the direct kernel when ``direct_dx``
+        (otherwise the caller computes it through columns)."""
+        need_x, need_w, need_b = flags
+        k, lo, hi, step, (xp, dyp) = part
+        need_x = need_x and self.direct_dx
+        C, O = self.channels, self.num_output
+        Hp, Wp = self._xp_dims
+        OHp, OWp = self._dyp_dims
+        qh, qw = max(self._q[0], 0), max(self._q[1], 0)
+        OH, OW = dy.shape[2], dy.shape[3]
+        for n0 in range(lo, hi, step):
+            n1 = min(hi, n0 + step)
+            n = n1 - n0
+            if need_b:
+                self._db_acc[k] += dy[n0:n1].sum(axis=(0, 2, 3))
+            if not (need_w or need_x):
+                continue
+            pad_nhwc(dy[n0:n1], qh, qw, O, dyp)
+            if need_w:
+                pad_nhwc(x[n0:n1], self.ph, self.pw, C, xp)
+                conv_wgrad_direct(xp, n, Hp, Wp, C, dyp, O, OHp, OWp, qh, qw, OH, OW, self.kh, self.kw,
+                                  self._dw_direct[k].reshape(-1))
+            if need_x:
+                conv_forward_direct(dyp, n, OHp, OWp, O, self._wT_direct.reshape(-1), self.kh, self.kw,
+                                    self._no_bias, dx[n0:n1], self._tiles[k])
 
     def _weights2d(self, arr: np.ndarray) -> np.ndarray:
         return arr.reshape(self.num_output, -1)
@@ -326,9 +434,22 @@ class ConvolutionLayer(Layer):
     def forward(self, bottom, top) -> None:
         N = bottom[0].shape[0]
         W2 = self._masked_weights()
+        cut = _split_at(N)
+        if self._use_direct(cut):
+            self._pack_direct(W2)
+            step = min(self.direct_step, cut) if cut else self.direct_step
+            scratch = self._direct_scratch(step, 2 if cut else 1, False)
+            for b, t in zip(bottom, top):
+                def half(part, x=b.data, y=t.data):
+                    self._forward_direct(x, y, part)
+
+                if not cut:
+                    half((0, N, step, scratch[0], 0))
+                    continue
+                run_halves(half, (0, cut, step, scratch[0], 0), (cut, N, step, scratch[1], 1))
+            return
         if self.nhwc:
             W2 = self._channels_last(W2)
-        cut = _split_at(N)
         step = self._half_step(cut) if cut else self.step
         scratch = self._scratch(step, 2 if cut else 1, (self.nhwc or self.group > 1, True, self.nhwc, False))
         for b, t in zip(bottom, top):
@@ -409,28 +530,56 @@ class ConvolutionLayer(Layer):
         N = bottom[0].shape[0]
         O = self.num_output
         W2 = self._masked_weights()
+        cut = _split_at(N)
+        direct = self._use_direct(cut)
+        if direct:
+            self._pack_direct(W2)
         if self.nhwc:
             W2 = self._channels_last(W2)
         need_w = bool(self.param_propagate_down[0])
         need_b = self.bias_term and bool(self.param_propagate_down[1])
-        cut = _split_at(N)
         step = self._half_step(cut) if cut else self.step
-        scratch = self._scratch(step, 2 if cut else 1,
-                                (True, True, self.nhwc and need_w, self.nhwc and any(propagate_down)))
+        parts = 2 if cut else 1
+        columns_x = any(propagate_down) and not (direct and self.direct_dx)  # dx through columns or rows
+        scratch = self._scratch(step, parts, (not direct or columns_x, not direct or columns_x,
+                                              self.nhwc and need_w and not direct, self.nhwc and columns_x))
+        if direct:
+            dstep = min(self.direct_step, cut) if cut else self.direct_step
+            dscratch = self._direct_scratch(dstep, parts, True)
+            self._dw_direct[...] = 0
         self._dw_acc[...] = 0
         self._db_acc[...] = 0
         for i, (t, b) in enumerate(zip(top, bottom)):
             dy = t.diff.reshape(N, O, self.P)
             flags = (bool(propagate_down[i]), need_w, need_b)
 
-            def half(part, x=b.data, dy=dy, dx=b.diff, flags=flags):
-                self._backward_range(W2, x, dy, dx, flags, part)
+            def half(part, x=b.data, dy=dy, dx=b.diff, flags=flags, dy4=t.diff):
+                if not direct:
+                    self._backward_range(W2, x, dy, dx, flags, part)
+                    return
+                self._backward_direct(x, dy4, dx, flags, part[1])
+                if flags[0] and not self.direct_dx:
+                    self._backward_range(W2, x, dy, dx, (True, False, False), part[0])
 
+            halves = [(0, 0, cut or N, step, _SERIAL if cut else _PARALLEL, scratch[0])]
+            if cut:
+                halves.append((1, cut, N, step, _SERIAL, scratch[1]))
+            if direct:
+                halves = [(h, (h[0], h[1], h[2], dstep, dscratch[h[0]])) for h in halves]
             if not cut:
-                half((0, 0, N, step, _PARALLEL, scratch[0]))
+                half(halves[0])
                 continue
             with SerialBlas():
-                run_halves(half, (0, 0, cut, step, _SERIAL, scratch[0]), (1, cut, N, step, _SERIAL, scratch[1]))
+                run_halves(half, *halves)
+        if direct and need_w:  # the packed sums (Cout/32, kh, kw*C, 32) in the accumulator's order
+            C, kh, kw = self.channels, self.kh, self.kw
+            acc = self._dw_direct[0] + self._dw_direct[1] if cut else self._dw_direct[0]
+            acc = acc[:, :, :kw * C].reshape(O // OBLOCK, kh, kw, C, OBLOCK)
+            if self.nhwc:
+                self._dw_acc[0].reshape(O // OBLOCK, OBLOCK, kh, kw, C)[...] = acc.transpose(0, 4, 1, 2, 3)
+            else:
+                self._dw_acc[0].reshape(O // OBLOCK, OBLOCK, C, kh, kw)[...] = acc.transpose(0, 4, 3, 1, 2)
+            self._dw_acc[1] = 0
         dw_acc, db_acc = self._dw_acc[0], self._db_acc[0]
         if cut:  # the second half's sums (the same order whichever thread ran it)
             dw_acc += self._dw_acc[1]

@@ -1,0 +1,114 @@
+"""Direct convolution kernels against float64 references: forward, weight gradient, input
+gradient (the forward kernel over the padded top diff with rotated filters), the padding copy."""
+import numpy as np
+import pytest
+
+from pycaffe_lite.kernels.direct_conv import (
+    OBLOCK,
+    SLACK,
+    TILE,
+    conv_forward_direct,
+    conv_wgrad_direct,
+    pad_nhwc,
+)
+
+
+def _pack(W):
+    """(O, C, kh, kw) -> (ceil(O/32), kh, kw*C, 32), zero past O."""
+    O, C, kh, kw = W.shape
+    nb = -(-O // OBLOCK)
+    w = np.zeros((nb * OBLOCK, kh, kw, C), np.float32)
+    w[:O] = W.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(w.reshape(nb, OBLOCK, kh, kw * C).transpose(0, 2, 3, 1)).reshape(-1)
+
+
+def _correlate(xpad, W):
+    """float64 y[n, o, i, j] = sum xpad[n, c, i + di, j + dj] W[o, c, di, dj]."""
+    _, _, kh, kw = W.shape
+    OH, OW = xpad.shape[2] - kh + 1, xpad.shape[3] - kw + 1
+    y = np.zeros((xpad.shape[0], W.shape[0], OH, OW))
+    for di in range(kh):
+        for dj in range(kw):
+            y += np.einsum("nchw,oc->nohw", xpad[:, :, di:di + OH, dj:dj + OW], W[:, :, di, dj].astype(np.float64))
+    return y
+
+
+def _padded(x, ph, pw, cs, extra_images=0):
+    """pad_nhwc into a buffer with room for more images and the slack, filled with garbage first."""
+    n, _, H, W = x.shape
+    size = (n + extra_images) * (H + 2 * ph) * (W + 2 * pw) * cs + SLACK
+    buf = np.full(size, np.nan if extra_images else 7.0, np.float32)
+    buf[-SLACK:] = 0
+    pad_nhwc(x, ph, pw, cs, buf)
+    return buf
+
+
+def test_pad_nhwc_is_the_channels_last_zero_padded_image():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    buf = _padded(x, 1, 2, 4, extra_images=1)
+    got = buf[:2 * 6 * 9 * 4].reshape(2, 6, 9, 4)
+    want = np.zeros((2, 6, 9, 4), np.float32)
+    want[:, 1:5, 2:7, :3] = x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(buf[2 * 6 * 9 * 4])  # nothing written past the images
+
+
+# (n, C, H, W, O, k, pad): channels 1/3/32, outputs not a multiple of 32, rows not a multiple of 8
+SHAPES = [(2, 3, 8, 8, 32, 3, 1), (3, 32, 16, 16, 32, 5, 2), (2, 32, 8, 8, 64, 5, 2), (2, 1, 28, 28, 20, 5, 0),
+          (3, 20, 12, 12, 50, 5, 0), (2, 7, 9, 11, 33, 3, 2)]
+
+
+@pytest.mark.parametrize("n,C,H,W,O,k,p", SHAPES)
+def test_forward_matches_float64(n, C, H, W, O, k, p):
+    rng = np.random.default_rng(n + C + O)
+    x = rng.normal(size=(n, C, H, W)).astype(np.float32)
+    Wt = rng.normal(size=(O, C, k, k)).astype(np.float32)
+    bias = rng.normal(size=O).astype(np.float32)
+    Hp, Wp = H + 2 * p, W + 2 * p
+    y = np.full((n, O, Hp - k + 1, Wp - k + 1), np.nan, np.float32)
+    conv_forward_direct(_padded(x, p, p, C, 1), n, Hp, Wp, C, _pack(Wt), k, k, bias, y, np.empty(TILE * OBLOCK,
+                                                                                                  np.float32))
+    want = _correlate(np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))), Wt) + bias[None, :, None, None]
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n,C,H,W,O,k,p", SHAPES)
+def test_weight_gradient_accumulates_the_correlation_of_input_and_top_diff(n, C, H, W, O, k, p):
+    rng = np.random.default_rng(n * C + O)
+    x = rng.normal(size=(n, C, H, W)).astype(np.float32)
+    Hp, Wp = H + 2 * p, W + 2 * p
+    OH, OW = Hp - k + 1, Wp - k + 1
+    dy = rng.normal(size=(n, O, OH, OW)).astype(np.float32)
+    Oc = -(-O // OBLOCK) * OBLOCK
+    q = max(k - 1 - p, 0)
+    dyp = _padded(dy, q, q, Oc, extra_images=2)  # a buffer larger than the chunk, as the layer's
+    r8 = -(-k * C // TILE) * TILE
+    acc = np.full((Oc // OBLOCK, k, r8, OBLOCK), 0.5, np.float32)
+    conv_wgrad_direct(_padded(x, p, p, C, 1), n, Hp, Wp, C, dyp, Oc, OH + 2 * q, OW + 2 * q, q, q, OH, OW, k, k,
+                      acc.reshape(-1))
+    got = acc[:, :, :k * C].reshape(-1, k, k, C, OBLOCK).transpose(0, 4, 3, 1, 2).reshape(Oc, C, k, k)
+    xpad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
+    want = np.zeros((Oc, C, k, k))
+    for di in range(k):
+        for dj in range(k):
+            want[:O, :, di, dj] = np.einsum("nohw,nchw->oc", dy, xpad[:, :, di:di + OH, dj:dj + OW])
+    np.testing.assert_allclose(got, want + 0.5, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n,C,H,W,O,k,p", [s for s in SHAPES if s[6] < s[5]])
+def test_input_gradient_is_the_forward_over_the_padded_top_diff(n, C, H, W, O, k, p):
+    rng = np.random.default_rng(O)
+    Wt = rng.normal(size=(O, C, k, k)).astype(np.float32)
+    OH, OW = H + 2 * p - k + 1, W + 2 * p - k + 1
+    dy = rng.normal(size=(n, O, OH, OW)).astype(np.float32)
+    q = k - 1 - p
+    rotated = np.ascontiguousarray(Wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kh, kw)
+    dx = np.empty((n, C, H, W), np.float32)
+    conv_forward_direct(_padded(dy, q, q, O), n, OH + 2 * q, OW + 2 * q, O, _pack(rotated), k, k,
+                        np.empty(0, np.float32), dx, np.empty(TILE * OBLOCK, np.float32))
+    full = np.zeros((n, C, H + 2 * p, W + 2 * p))
+    for di in range(k):
+        for dj in range(k):
+            full[:, :, di:di + OH, dj:dj + OW] += np.einsum("nohw,oc->nchw", dy, Wt[:, :, di, dj].astype(np.float64))
+    want = full[:, :, p:p + H, p:p + W]
+    np.testing.assert_allclose(dx, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
