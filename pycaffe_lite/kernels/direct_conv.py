@@ -147,27 +147,83 @@ def _wgrad_tile(typingctx, x, xo, xis, xrs, cs, dy, dyo, dis, drs, dps, nimg, nr
     return sig, codegen
 
 
+@intrinsic
+def _transpose16(typingctx, src, so, ss, dst, d0, d1, split, ps):
+    """``dst[at(p) + r] = src[so + r*ss + p]`` for r, p < 16, with ``at(p) = d0 + p*ps`` for
+    p < split and ``d1 + (p - split)*ps`` after: a 16 x 16 block transposed in registers (four
+    rounds of two-vector shuffles that swap the off-diagonal sub-blocks of sizes 8, 4, 2 and 1),
+    so 16 channel rows of 16 pixels (which may end one image row and start the next) become 16
+    pixels' channel runs without strided stores."""
+    if not (_is_f32_vector(src) and _is_f32_vector(dst)):
+        return None
+    sig = types.void(src, so, ss, dst, d0, d1, split, ps)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        so_ = context.cast(builder, args[1], signature.args[1], types.intp)
+        ss_ = context.cast(builder, args[2], signature.args[2], types.intp)
+        d0, d1, split, ps = (context.cast(builder, args[i], signature.args[i], types.intp) for i in range(4, 8))
+        base = builder.gep(_data(context, builder, signature.args[0], args[0]), [so_])
+        out = _data(context, builder, signature.args[3], args[3])
+        rows = [builder.load(_vec_at(builder, base, builder.mul(ss_, i64(r))), align=4) for r in range(16)]
+        i32 = ir.IntType(32)
+        b = 8
+        while b >= 1:
+            low = ir.Constant(ir.VectorType(i32, 16), [j if (j // b) % 2 == 0 else 16 + j - b for j in range(16)])
+            high = ir.Constant(ir.VectorType(i32, 16), [j + b if (j // b) % 2 == 0 else 16 + j for j in range(16)])
+            new = list(rows)
+            for r in range(16):
+                if (r // b) % 2 == 0:
+                    new[r] = builder.shuffle_vector(rows[r], rows[r + b], low)
+                    new[r + b] = builder.shuffle_vector(rows[r], rows[r + b], high)
+            rows = new
+            b //= 2
+        for p in range(16):
+            first = builder.add(d0, builder.mul(ps, i64(p)))
+            second = builder.add(d1, builder.mul(ps, builder.sub(i64(p), split)))
+            at = builder.select(builder.icmp_signed("<", i64(p), split), first, second)
+            builder.store(rows[p], _vec_at(builder, out, at), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True)
 def pad_nhwc(x, ph, pw, cs, out):
     """``out`` (n, H + 2 ph, W + 2 pw, cs), flat, = ``x`` (n, C, H, W) channels last, zero padded
-    (the border and channels C..cs-1); the rest of ``out`` (the slack) is left alone."""
+    (the border and channels C..cs-1); the rest of ``out`` (the slack) is left alone.  Blocks of
+    16 channels x 16 pixels (in the image's flat pixel order) go through :func:`_transpose16` when
+    a block spans at most two image rows (W = 8 or a multiple of 16); the rest element by element."""
     n, C, H, W = x.shape
     Hp = H + 2 * ph
     Wp = W + 2 * pw
+    HW = H * W
+    C16 = C // 16 * 16 if HW >= 16 and (W == 8 or W % 16 == 0) else 0
     for b in range(n):
         img = out[b * Hp * Wp * cs:(b + 1) * Hp * Wp * cs]
-        for i in range(Hp):
-            rowv = img[i * Wp * cs:(i + 1) * Wp * cs]
-            if i < ph or i >= ph + H:
-                rowv[:] = 0.0
-                continue
+        img[:ph * Wp * cs] = 0.0
+        img[(ph + H) * Wp * cs:] = 0.0
+        for i in range(H):
+            rowv = img[(ph + i) * Wp * cs:(ph + i + 1) * Wp * cs]
             rowv[:pw * cs] = 0.0
             rowv[(pw + W) * cs:] = 0.0
-            for c in range(C, cs):
+            if cs > C:
                 for j in range(W):
-                    rowv[(pw + j) * cs + c] = 0.0
-            for c in range(C):
-                src = x[b, c, i - ph]
+                    rowv[(pw + j) * cs + C:(pw + j + 1) * cs] = 0.0
+        xf = x[b].reshape(C * HW)
+        for q0 in range(0, HW, 16):
+            q0 = min(q0, HW - 16)  # the last block overlaps the one before it
+            i = q0 // W
+            j = q0 - i * W
+            split = min(16, W - j)
+            d0 = ((ph + i) * Wp + pw + j) * cs
+            d1 = ((ph + i + 1) * Wp + pw) * cs
+            for c0 in range(0, C16, 16):
+                _transpose16(xf, c0 * HW + q0, HW, img, d0 + c0, d1 + c0, split, cs)
+        for c in range(C16, C):
+            for i in range(H):
+                src = x[b, c, i]
+                rowv = img[(ph + i) * Wp * cs:(ph + i + 1) * Wp * cs]
                 for j in range(W):
                     rowv[(pw + j) * cs + c] = src[j]
 
@@ -212,3 +268,72 @@ def conv_wgrad_direct(xp, n, Hp, Wp, C, dyp, Oc, OHp, OWp, qh, qw, OH, OW, kh, k
                 _wgrad_tile(xp, di * Wp * C + k0, Hp * Wp * C, Wp * C, C,
                             dyp, (qh * OWp + qw) * Oc + ob * OBLOCK, OHp * OWp * Oc, OWp * Oc, Oc, n, OH, OW,
                             acc, ((ob * kh + di) * r8 + k0) * OBLOCK)
+
+
+@njit(cache=True, nogil=True)
+def pad_nhwc_sum(x, ph, pw, cs, out, sums):
+    """:func:`pad_nhwc`, and ``sums[c] += x[:, c].sum()`` (the bias gradient from the top diff)."""
+    pad_nhwc(x, ph, pw, cs, out)
+    _channel_sums(x, sums)
+
+
+@njit(cache=True, nogil=True)
+def _channel_sums(x, sums):
+    """``sums[c] += x[:, c].sum()``, a row at a time."""
+    n, C, H, W = x.shape
+    for c in range(C):
+        s = np.float32(0)
+        for b in range(n):
+            for i in range(H):
+                row = x[b, c, i]
+                r = np.float32(0)
+                for j in range(W):
+                    r += row[j]
+                s += r
+        sums[c] += s
+
+
+@njit(cache=True, nogil=True)
+def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, tile, step):
+    """``y = conv(x) + bias`` (stride 1, pad (ph, pw)) ``step`` images at a time: each chunk
+    padded channels last into ``xp`` and run through :func:`conv_forward_direct`; one call per
+    half of a split batch, so the two threads never meet at the GIL between chunks."""
+    n, C, H, W = x.shape
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        pad_nhwc(x[n0:n1], ph, pw, C, xp)
+        conv_forward_direct(xp, n1 - n0, Hp, Wp, C, wpk, kh, kw, bias, y[n0:n1], tile)
+
+
+@njit(cache=True, nogil=True)
+def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, tile, no_bias, step, need_x, need_w,
+                         need_b):
+    """One half of a direct backward pass, ``step`` images at a time: ``db += sum dy`` (when
+    ``need_b``), ``acc += dW`` in the packed layout of :func:`conv_wgrad_direct` (``need_w``) and
+    ``dx`` = the forward over the top diff padded by (kh - 1 - ph, kw - 1 - pw) with the rotated
+    filters ``wT`` (``need_x``; then ph < kh and pw < kw).  ``no_bias``: an empty array."""
+    n, C, H, W = x.shape
+    O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    qh = max(kh - 1 - ph, 0)
+    qw = max(kw - 1 - pw, 0)
+    OHp = OH + 2 * qh
+    OWp = OW + 2 * qw
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        if not (need_w or need_x):
+            if need_b:
+                _channel_sums(dy[n0:n1], db)
+            continue
+        if need_b:
+            pad_nhwc_sum(dy[n0:n1], qh, qw, O, dyp, db)
+        else:
+            pad_nhwc(dy[n0:n1], qh, qw, O, dyp)
+        if need_w:
+            pad_nhwc(x[n0:n1], ph, pw, C, xp)
+            conv_wgrad_direct(xp, n1 - n0, Hp, Wp, C, dyp, O, OHp, OWp, qh, qw, OH, OW, kh, kw, acc)
+        if need_x:
+            conv_forward_direct(dyp, n1 - n0, OHp, OWp, O, wT, kh, kw, no_bias, dx[n0:n1], tile)

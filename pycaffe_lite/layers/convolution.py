@@ -11,7 +11,7 @@ import numpy as np
 from .._split import run_halves
 from .._threads import SerialBlas, available_cpus, blas_libs
 from ..kernels.conv_wgrad import shift_offsets, wgrad_accumulate, wgrad_shifted_accumulate
-from ..kernels.direct_conv import OBLOCK, SLACK, conv_forward_direct, conv_wgrad_direct, pad_nhwc
+from ..kernels.direct_conv import OBLOCK, SLACK, conv_backward_chunks, conv_forward_chunks
 from ..kernels.direct_conv import TILE as DIRECT_TILE
 from ..kernels.im2col import (
     col2im_batch,
@@ -378,14 +378,9 @@ class ConvolutionLayer(Layer):
     def _forward_direct(self, x: np.ndarray, y: np.ndarray, part: tuple) -> None:
         """Images ``lo:hi`` of ``part = (lo, hi, step, (xp, _), k)`` through the direct kernel."""
         lo, hi, step, (xp, _), k = part
-        C = self.channels
-        Hp, Wp = self._xp_dims
         bias = self.blobs[1].data if self.bias_term else self._no_bias
-        wflat = self._w_direct.reshape(-1)
-        for n0 in range(lo, hi, step):
-            n1 = min(hi, n0 + step)
-            pad_nhwc(x[n0:n1], self.ph, self.pw, C, xp)
-            conv_forward_direct(xp, n1 - n0, Hp, Wp, C, wflat, self.kh, self.kw, bias, y[n0:n1], self._tiles[k])
+        conv_forward_chunks(x[lo:hi], self.ph, self.pw, self._w_direct.reshape(-1), self.kh, self.kw, bias, y[lo:hi],
+                            xp, self._tiles[k], step)
 
     def _backward_direct(self, x, dy, dx, flags: tuple, part: tuple) -> None:
         """Images ``lo:hi`` of ``part = (k, lo, hi, step, (xp, dyp))`` on the direct path: dW into
@@ -393,27 +388,10 @@ class ConvolutionLayer(Layer):
         (otherwise the caller computes it through columns)."""
         need_x, need_w, need_b = flags
         k, lo, hi, step, (xp, dyp) = part
-        need_x = need_x and self.direct_dx
-        C, O = self.channels, self.num_output
-        Hp, Wp = self._xp_dims
-        OHp, OWp = self._dyp_dims
-        qh, qw = max(self._q[0], 0), max(self._q[1], 0)
-        OH, OW = dy.shape[2], dy.shape[3]
-        for n0 in range(lo, hi, step):
-            n1 = min(hi, n0 + step)
-            n = n1 - n0
-            if need_b:
-                self._db_acc[k] += dy[n0:n1].sum(axis=(0, 2, 3))
-            if not (need_w or need_x):
-                continue
-            pad_nhwc(dy[n0:n1], qh, qw, O, dyp)
-            if need_w:
-                pad_nhwc(x[n0:n1], self.ph, self.pw, C, xp)
-                conv_wgrad_direct(xp, n, Hp, Wp, C, dyp, O, OHp, OWp, qh, qw, OH, OW, self.kh, self.kw,
-                                  self._dw_direct[k].reshape(-1))
-            if need_x:
-                conv_forward_direct(dyp, n, OHp, OWp, O, self._wT_direct.reshape(-1), self.kh, self.kw,
-                                    self._no_bias, dx[n0:n1], self._tiles[k])
+        wT = self._wT_direct.reshape(-1) if self.direct_dx else self._no_bias
+        conv_backward_chunks(x[lo:hi], dy[lo:hi], self.ph, self.pw, self.kh, self.kw, wT, dx[lo:hi],
+                             self._dw_direct[k].reshape(-1), self._db_acc[k], xp, dyp, self._tiles[k], self._no_bias,
+                             step, need_x and self.direct_dx, need_w, need_b)
 
     def _weights2d(self, arr: np.ndarray) -> np.ndarray:
         return arr.reshape(self.num_output, -1)

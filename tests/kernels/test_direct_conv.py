@@ -53,6 +53,23 @@ def test_pad_nhwc_is_the_channels_last_zero_padded_image():
     assert np.isnan(buf[2 * 6 * 9 * 4])  # nothing written past the images
 
 
+@pytest.mark.parametrize("n,C,H,W,ph,pw,cs", [
+    (2, 32, 16, 16, 2, 2, 32),  # 16 x 16 blocks, one per image row
+    (3, 20, 8, 8, 2, 1, 32),    # blocks over two rows; 4 channels and the channel pad element by element
+    (1, 48, 3, 32, 0, 0, 64),   # two blocks per row, no pad
+    (2, 16, 5, 8, 1, 2, 16),    # 40 pixels: the last block overlaps
+    (2, 17, 4, 12, 1, 1, 17),   # rows of 12: element by element
+])
+def test_pad_nhwc_transposed_blocks(n, C, H, W, ph, pw, cs):
+    x = np.random.default_rng(C).normal(size=(n, C, H, W)).astype(np.float32)
+    buf = _padded(x, ph, pw, cs, extra_images=1)
+    got = buf[:n * (H + 2 * ph) * (W + 2 * pw) * cs].reshape(n, H + 2 * ph, W + 2 * pw, cs)
+    want = np.zeros_like(got)
+    want[:, ph:ph + H, pw:pw + W, :C] = x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(buf[got.size])
+
+
 # (n, C, H, W, O, k, pad): channels 1/3/32, outputs not a multiple of 32, rows not a multiple of 8
 SHAPES = [(2, 3, 8, 8, 32, 3, 1), (3, 32, 16, 16, 32, 5, 2), (2, 32, 8, 8, 64, 5, 2), (2, 1, 28, 28, 20, 5, 0),
           (3, 20, 12, 12, 50, 5, 0), (2, 7, 9, 11, 33, 3, 2)]
