@@ -5,7 +5,8 @@ im2col rows reaches ~200 GFLOP/s per core, and the rows themselves (25 copies of
 stream through memory besides; a square GEMM reaches ~250.  Here the image is read in place,
 channels last and zero padded, and each tile of 8 output pixels of one row x 32 output channels
 is summed in 16 vector registers of 16 floats (``_fwd_tile``): per input value one broadcast and
-two fused multiply-adds against two vector loads of the packed weights.  The weight gradient is
+two fused multiply-adds against two vector loads of the packed weights; the tile is then
+transposed in registers and stored as 32 runs of 8 pixels.  The weight gradient is
 the same idea turned around (``_wgrad_tile``): 8 consecutive patch entries x 32 output channels
 stay in registers while the loop runs over every pixel of a chunk of images.  The input gradient
 is a forward pass over the zero-padded top diff with the filters rotated and transposed.
@@ -62,23 +63,44 @@ def _is_f32_vector(a) -> bool:
     return isinstance(a, types.Array) and a.dtype == types.float32 and a.ndim == 1
 
 
+def _transpose_rows(builder, rows):
+    """16 vectors of 16 floats transposed: four rounds of two-vector shuffles that swap the
+    off-diagonal sub-blocks of sizes 8, 4, 2 and 1."""
+    i32 = ir.IntType(32)
+    b = 8
+    while b >= 1:
+        low = ir.Constant(ir.VectorType(i32, 16), [j if (j // b) % 2 == 0 else 16 + j - b for j in range(16)])
+        high = ir.Constant(ir.VectorType(i32, 16), [j + b if (j // b) % 2 == 0 else 16 + j for j in range(16)])
+        new = list(rows)
+        for r in range(16):
+            if (r // b) % 2 == 0:
+                new[r] = builder.shuffle_vector(rows[r], rows[r + b], low)
+                new[r + b] = builder.shuffle_vector(rows[r], rows[r + b], high)
+        rows = new
+        b //= 2
+    return rows
+
+
 @intrinsic
-def _fwd_tile(typingctx, x, xo, rs, nrow, rowlen, cs, w, wo, out):
-    """``out[t*32 + o] = sum_{r < nrow, k < rowlen} x[xo + r*rs + t*cs + k] * w[wo + (r*rowlen + k)*32 + o]``
-    for t < 8, o < 32: one tile of 8 output pixels (``cs`` floats apart) x 32 channels."""
-    if not (_is_f32_vector(x) and _is_f32_vector(w) and _is_f32_vector(out)):
+def _fwd_tile(typingctx, x, xo, rs, nrow, rowlen, cs, w, wo, y, yo, ys, nvalid, bias, bo):
+    """One tile of 8 output pixels (``cs`` floats apart in ``x``) x 32 channels:
+    ``s[t, o] = sum_{r < nrow, k < rowlen} x[xo + r*rs + t*cs + k] * w[wo + (r*rowlen + k)*32 + o]``,
+    then ``y[yo + o*ys + t] = s[t, o] + bias[bo + o]`` for o < ``nvalid``: the sums are transposed
+    in registers and each channel's 8 pixels stored as one vector."""
+    if not all(_is_f32_vector(a) for a in (x, w, y, bias)):
         return None
-    sig = types.void(x, xo, rs, nrow, rowlen, cs, w, wo, out)
+    sig = types.void(x, xo, rs, nrow, rowlen, cs, w, wo, y, yo, ys, nvalid, bias, bo)
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
-        xv, xo_, rs_, nrow_, rowlen_, cs_, wv, wo_, outv = args
-        xo_, rs_, nrow_, rowlen_, cs_, wo_ = (context.cast(builder, a, t, types.intp) for a, t in
-                                              zip((xo_, rs_, nrow_, rowlen_, cs_, wo_),
-                                                  (signature.args[i] for i in (1, 2, 3, 4, 5, 7))))
-        xbase = builder.gep(_data(context, builder, signature.args[0], xv), [xo_])
-        wbase = builder.gep(_data(context, builder, signature.args[6], wv), [wo_])
-        outp = _data(context, builder, signature.args[8], outv)
+        ints = [context.cast(builder, args[i], signature.args[i], types.intp)
+                if isinstance(signature.args[i], types.Integer) else None for i in range(len(args))]
+        xo_, rs_, nrow_, rowlen_, cs_ = ints[1:6]
+        wo_, yo_, ys_, nvalid_, bo_ = ints[7], ints[9], ints[10], ints[11], ints[13]
+        xbase = builder.gep(_data(context, builder, signature.args[0], args[0]), [xo_])
+        wbase = builder.gep(_data(context, builder, signature.args[6], args[6]), [wo_])
+        ybase = builder.gep(_data(context, builder, signature.args[8], args[8]), [yo_])
+        bbase = builder.gep(_data(context, builder, signature.args[12], args[12]), [bo_])
         fma = _fma(builder)
         zero = ir.Constant(_VEC, [0.0] * 16)
         acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(_NV)] for _ in range(TILE)]
@@ -94,9 +116,21 @@ def _fwd_tile(typingctx, x, xo, rs, nrow, rowlen, cs, w, wo, out):
                     b = _broadcast(builder, builder.load(builder.gep(xk, [tofs[t]]), align=4))
                     for v in range(_NV):
                         builder.store(builder.call(fma, [b, wvec[v], builder.load(acc[t][v])]), acc[t][v])
-        for t in range(TILE):
-            for v in range(_NV):
-                builder.store(builder.load(acc[t][v]), _vec_at(builder, outp, i64((t * _NV + v) * 16)), align=4)
+        vec8 = ir.VectorType(_F32, TILE)
+        first8 = ir.Constant(ir.VectorType(ir.IntType(32), TILE), list(range(TILE)))
+        undef = ir.Constant(_VEC, ir.Undefined)
+        for v in range(_NV):
+            cols = _transpose_rows(builder, [builder.load(acc[t][v]) for t in range(TILE)] + [undef] * (16 - TILE))
+            for c in range(16):
+                o = 16 * v + c
+                with cgutils.if_likely(builder, builder.icmp_signed("<", i64(o), nvalid_)):
+                    bias8 = builder.shuffle_vector(
+                        builder.insert_element(ir.Constant(vec8, ir.Undefined), builder.load(builder.gep(bbase, [i64(o)])),
+                                               ir.IntType(32)(0)),
+                        ir.Constant(vec8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), TILE), [0] * TILE))
+                    val = builder.fadd(builder.shuffle_vector(cols[c], undef, first8), bias8)
+                    dst = builder.bitcast(builder.gep(ybase, [builder.mul(ys_, i64(o))]), vec8.as_pointer())
+                    builder.store(val, dst, align=4)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -150,9 +184,8 @@ def _wgrad_tile(typingctx, x, xo, xis, xrs, cs, dy, dyo, dis, drs, dps, nimg, nr
 @intrinsic
 def _transpose16(typingctx, src, so, ss, dst, d0, d1, split, ps):
     """``dst[at(p) + r] = src[so + r*ss + p]`` for r, p < 16, with ``at(p) = d0 + p*ps`` for
-    p < split and ``d1 + (p - split)*ps`` after: a 16 x 16 block transposed in registers (four
-    rounds of two-vector shuffles that swap the off-diagonal sub-blocks of sizes 8, 4, 2 and 1),
-    so 16 channel rows of 16 pixels (which may end one image row and start the next) become 16
+    p < split and ``d1 + (p - split)*ps`` after: a 16 x 16 block transposed in registers
+    (:func:`_transpose_rows`), so 16 channel rows of 16 pixels (which may end one image row and start the next) become 16
     pixels' channel runs without strided stores."""
     if not (_is_f32_vector(src) and _is_f32_vector(dst)):
         return None
@@ -166,18 +199,7 @@ def _transpose16(typingctx, src, so, ss, dst, d0, d1, split, ps):
         base = builder.gep(_data(context, builder, signature.args[0], args[0]), [so_])
         out = _data(context, builder, signature.args[3], args[3])
         rows = [builder.load(_vec_at(builder, base, builder.mul(ss_, i64(r))), align=4) for r in range(16)]
-        i32 = ir.IntType(32)
-        b = 8
-        while b >= 1:
-            low = ir.Constant(ir.VectorType(i32, 16), [j if (j // b) % 2 == 0 else 16 + j - b for j in range(16)])
-            high = ir.Constant(ir.VectorType(i32, 16), [j + b if (j // b) % 2 == 0 else 16 + j for j in range(16)])
-            new = list(rows)
-            for r in range(16):
-                if (r // b) % 2 == 0:
-                    new[r] = builder.shuffle_vector(rows[r], rows[r + b], low)
-                    new[r + b] = builder.shuffle_vector(rows[r], rows[r + b], high)
-            rows = new
-            b //= 2
+        rows = _transpose_rows(builder, rows)
         for p in range(16):
             first = builder.add(d0, builder.mul(ps, i64(p)))
             second = builder.add(d1, builder.mul(ps, builder.sub(i64(p), split)))
@@ -229,28 +251,25 @@ def pad_nhwc(x, ph, pw, cs, out):
 
 
 @njit(cache=True, nogil=True)
-def conv_forward_direct(xp, n, Hp, Wp, C, wpk, kh, kw, bias, y, tile):
+def conv_forward_direct(xp, n, Hp, Wp, C, wpk, kh, kw, bias, y):
     """``y`` (n, O, OH, OW) = the stride-1 correlation of the padded channels-last ``xp`` with
-    ``wpk`` (flat (OB, kh, kw*C, 32)) plus ``bias`` (O,; empty for none).  ``tile``: 256 floats
-    of scratch.  Needs OW >= 8: a row's last tile overlaps the one before it."""
+    ``wpk`` (flat (OB, kh, kw*C, 32)) plus ``bias`` (at least O floats; zeros for none).  Needs
+    OW >= 8: a row's last tile overlaps the one before it."""
     O = y.shape[1]
     OH = y.shape[2]
     OW = y.shape[3]
+    P = OH * OW
     rowlen = kw * C
     OB = (O + OBLOCK - 1) // OBLOCK
-    has_bias = bias.size > 0
+    yf = y.reshape(-1)
     for b in range(n):
         for i in range(OH):
             for jt in range(0, OW, TILE):
                 j0 = min(jt, OW - TILE)
                 xo = ((b * Hp + i) * Wp + j0) * C
                 for ob in range(OB):
-                    _fwd_tile(xp, xo, Wp * C, kh, rowlen, C, wpk, ob * kh * rowlen * OBLOCK, tile)
-                    for o in range(ob * OBLOCK, min(O, (ob + 1) * OBLOCK)):
-                        add = bias[o] if has_bias else np.float32(0)
-                        yrow = y[b, o, i]
-                        for t in range(TILE):
-                            yrow[j0 + t] = tile[t * OBLOCK + o - ob * OBLOCK] + add
+                    _fwd_tile(xp, xo, Wp * C, kh, rowlen, C, wpk, ob * kh * rowlen * OBLOCK,
+                              yf, (b * O + ob * OBLOCK) * P + i * OW + j0, P, O - ob * OBLOCK, bias, ob * OBLOCK)
 
 
 @njit(cache=True, nogil=True)
@@ -294,7 +313,7 @@ def _channel_sums(x, sums):
 
 
 @njit(cache=True, nogil=True)
-def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, tile, step):
+def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, step):
     """``y = conv(x) + bias`` (stride 1, pad (ph, pw)) ``step`` images at a time: each chunk
     padded channels last into ``xp`` and run through :func:`conv_forward_direct`; one call per
     half of a split batch, so the two threads never meet at the GIL between chunks."""
@@ -304,16 +323,15 @@ def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, tile, step):
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         pad_nhwc(x[n0:n1], ph, pw, C, xp)
-        conv_forward_direct(xp, n1 - n0, Hp, Wp, C, wpk, kh, kw, bias, y[n0:n1], tile)
+        conv_forward_direct(xp, n1 - n0, Hp, Wp, C, wpk, kh, kw, bias, y[n0:n1])
 
 
 @njit(cache=True, nogil=True)
-def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, tile, no_bias, step, need_x, need_w,
-                         need_b):
+def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros, step, need_x, need_w, need_b):
     """One half of a direct backward pass, ``step`` images at a time: ``db += sum dy`` (when
     ``need_b``), ``acc += dW`` in the packed layout of :func:`conv_wgrad_direct` (``need_w``) and
     ``dx`` = the forward over the top diff padded by (kh - 1 - ph, kw - 1 - pw) with the rotated
-    filters ``wT`` (``need_x``; then ph < kh and pw < kw).  ``no_bias``: an empty array."""
+    filters ``wT`` (``need_x``; then ph < kh and pw < kw).  ``zeros``: C zeros (dx's bias)."""
     n, C, H, W = x.shape
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     Hp = H + 2 * ph
@@ -336,4 +354,59 @@ def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, tile, 
             pad_nhwc(x[n0:n1], ph, pw, C, xp)
             conv_wgrad_direct(xp, n1 - n0, Hp, Wp, C, dyp, O, OHp, OWp, qh, qw, OH, OW, kh, kw, acc)
         if need_x:
-            conv_forward_direct(dyp, n1 - n0, OHp, OWp, O, wT, kh, kw, no_bias, dx[n0:n1], tile)
+            conv_forward_direct(dyp, n1 - n0, OHp, OWp, O, wT, kh, kw, zeros, dx[n0:n1])
+
+
+@njit(cache=True, nogil=True)
+def pack_filters(w, kh, kw, out):
+    """``out`` (O/32, kh, kw*C, 32), flat, from the filters ``w`` (O, C*kh*kw) in Caffe's order:
+    ``out[ob, di, dj*C + c, o] = w[32 ob + o, (c*kh + di)*kw + dj]``."""
+    O, K = w.shape
+    C = K // (kh * kw)
+    for ob in range(O // OBLOCK):
+        for di in range(kh):
+            for dj in range(kw):
+                for c in range(C):
+                    at = (((ob * kh + di) * kw + dj) * C + c) * OBLOCK
+                    src = (c * kh + di) * kw + dj
+                    for o in range(OBLOCK):
+                        out[at + o] = w[ob * OBLOCK + o, src]
+
+
+@njit(cache=True, nogil=True)
+def pack_rotated_filters(w, kh, kw, out):
+    """``out`` (C/32, kh, kw*O, 32), flat: the filters turned by 180 degrees with input and output
+    channels swapped, for the input gradient: ``out[cb, di, dj*O + o, c] = w[o, 32 cb + c, kh-1-di, kw-1-dj]``."""
+    O, K = w.shape
+    C = K // (kh * kw)
+    for cb in range(C // OBLOCK):
+        for di in range(kh):
+            for dj in range(kw):
+                for o in range(O):
+                    at = (((cb * kh + di) * kw + dj) * O + o) * OBLOCK
+                    for c in range(OBLOCK):
+                        out[at + c] = w[o, ((cb * OBLOCK + c) * kh + kh - 1 - di) * kw + kw - 1 - dj]
+
+
+@njit(cache=True, nogil=True)
+def add_packed_gradient(acc, parts, kh, kw, mask, dw):
+    """``dw`` (O, C*kh*kw) in Caffe's order ``+=`` the sum of ``parts`` packed weight gradients
+    ``acc`` (parts, O/32, kh, R8, 32) (:func:`conv_wgrad_direct`), times ``mask`` (O, C) if it is
+    not empty (a connection table: the unlisted filters never move)."""
+    O, K = dw.shape
+    C = K // (kh * kw)
+    masked = mask.size > 0
+    for ob in range(O // OBLOCK):  # a block of 32 rows of dw is written a column at a time
+        for c in range(C):
+            for di in range(kh):
+                for dj in range(kw):
+                    at = dj * C + c
+                    col = (c * kh + di) * kw + dj
+                    for oo in range(OBLOCK):
+                        o = ob * OBLOCK + oo
+                        if masked and not mask[o, c]:
+                            continue
+                        s = acc[0, ob, di, at, oo]
+                        for k in range(1, parts):
+                            s += acc[k, ob, di, at, oo]
+                        dw[o, col] += s

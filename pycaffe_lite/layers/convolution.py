@@ -11,7 +11,15 @@ import numpy as np
 from .._split import run_halves
 from .._threads import SerialBlas, available_cpus, blas_libs
 from ..kernels.conv_wgrad import shift_offsets, wgrad_accumulate, wgrad_shifted_accumulate
-from ..kernels.direct_conv import OBLOCK, SLACK, conv_backward_chunks, conv_forward_chunks
+from ..kernels.direct_conv import (
+    OBLOCK,
+    SLACK,
+    add_packed_gradient,
+    conv_backward_chunks,
+    conv_forward_chunks,
+    pack_filters,
+    pack_rotated_filters,
+)
 from ..kernels.direct_conv import TILE as DIRECT_TILE
 from ..kernels.im2col import (
     col2im_batch,
@@ -344,8 +352,8 @@ class ConvolutionLayer(Layer):
         self._w_direct = np.empty((nb, self.kh, self.kw * C, OBLOCK), np.float32)
         self._wT_direct = np.empty((C // OBLOCK, self.kh, self.kw * O, OBLOCK), np.float32) if self.direct_dx else None
         self._dw_direct = np.empty((2, nb, self.kh, self._r8, OBLOCK), np.float32)
-        self._tiles = np.empty((2, DIRECT_TILE * OBLOCK), np.float32)
-        self._no_bias = np.empty(0, np.float32)
+        self._no_mask = np.empty((0, 0), np.bool_)
+        self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
 
     def _use_direct(self, cut: int) -> bool:
         """The direct kernels are serial: on two threads they run only as the halves of a split."""
@@ -365,22 +373,20 @@ class ConvolutionLayer(Layer):
                 out[k].append(buf[k * cap:(k + 1) * cap] if m else None)
         return [tuple(o) for o in out]
 
-    def _pack_direct(self, W2: np.ndarray) -> None:
+    def _pack_direct(self, W2: np.ndarray, rotated: bool) -> None:
         """W2 (Cout, C*kh*kw) into the direct kernels' layouts: (Cout/32, kh, kw*C, 32) for the
-        forward and, for dx, the filters rotated by 180 degrees with input and output swapped."""
-        O, C, kh, kw = self.num_output, self.channels, self.kh, self.kw
-        W4 = W2.reshape(O // OBLOCK, OBLOCK, C, kh, kw)
-        np.copyto(self._w_direct.reshape(O // OBLOCK, kh, kw, C, OBLOCK), W4.transpose(0, 3, 4, 2, 1))
-        if self.direct_dx:
-            Wr = W2.reshape(O, C // OBLOCK, OBLOCK, kh, kw)[:, :, :, ::-1, ::-1]
-            np.copyto(self._wT_direct.reshape(C // OBLOCK, kh, kw, O, OBLOCK), Wr.transpose(1, 3, 4, 0, 2))
+        forward and, when ``rotated`` (dx is wanted) and dx is direct, the filters turned by 180
+        degrees with input and output channels swapped."""
+        pack_filters(W2, self.kh, self.kw, self._w_direct.reshape(-1))
+        if rotated and self.direct_dx:
+            pack_rotated_filters(W2, self.kh, self.kw, self._wT_direct.reshape(-1))
 
     def _forward_direct(self, x: np.ndarray, y: np.ndarray, part: tuple) -> None:
-        """Images ``lo:hi`` of ``part = (lo, hi, step, (xp, _), k)`` through the direct kernel."""
-        lo, hi, step, (xp, _), k = part
-        bias = self.blobs[1].data if self.bias_term else self._no_bias
+        """Images ``lo:hi`` of ``part = (lo, hi, step, (xp, _))`` through the direct kernel."""
+        lo, hi, step, (xp, _) = part
+        bias = self.blobs[1].data if self.bias_term else self._zeros
         conv_forward_chunks(x[lo:hi], self.ph, self.pw, self._w_direct.reshape(-1), self.kh, self.kw, bias, y[lo:hi],
-                            xp, self._tiles[k], step)
+                            xp, step)
 
     def _backward_direct(self, x, dy, dx, flags: tuple, part: tuple) -> None:
         """Images ``lo:hi`` of ``part = (k, lo, hi, step, (xp, dyp))`` on the direct path: dW into
@@ -388,10 +394,10 @@ class ConvolutionLayer(Layer):
         (otherwise the caller computes it through columns)."""
         need_x, need_w, need_b = flags
         k, lo, hi, step, (xp, dyp) = part
-        wT = self._wT_direct.reshape(-1) if self.direct_dx else self._no_bias
+        wT = self._wT_direct.reshape(-1) if self.direct_dx else self._zeros
         conv_backward_chunks(x[lo:hi], dy[lo:hi], self.ph, self.pw, self.kh, self.kw, wT, dx[lo:hi],
-                             self._dw_direct[k].reshape(-1), self._db_acc[k], xp, dyp, self._tiles[k], self._no_bias,
-                             step, need_x and self.direct_dx, need_w, need_b)
+                             self._dw_direct[k].reshape(-1), self._db_acc[k], xp, dyp, self._zeros, step,
+                             need_x and self.direct_dx, need_w, need_b)
 
     def _weights2d(self, arr: np.ndarray) -> np.ndarray:
         return arr.reshape(self.num_output, -1)
@@ -414,7 +420,7 @@ class ConvolutionLayer(Layer):
         W2 = self._masked_weights()
         cut = _split_at(N)
         if self._use_direct(cut):
-            self._pack_direct(W2)
+            self._pack_direct(W2, False)
             step = min(self.direct_step, cut) if cut else self.direct_step
             scratch = self._direct_scratch(step, 2 if cut else 1, False)
             for b, t in zip(bottom, top):
@@ -422,9 +428,9 @@ class ConvolutionLayer(Layer):
                     self._forward_direct(x, y, part)
 
                 if not cut:
-                    half((0, N, step, scratch[0], 0))
+                    half((0, N, step, scratch[0]))
                     continue
-                run_halves(half, (0, cut, step, scratch[0], 0), (cut, N, step, scratch[1], 1))
+                run_halves(half, (0, cut, step, scratch[0]), (cut, N, step, scratch[1]))
             return
         if self.nhwc:
             W2 = self._channels_last(W2)
@@ -510,22 +516,23 @@ class ConvolutionLayer(Layer):
         W2 = self._masked_weights()
         cut = _split_at(N)
         direct = self._use_direct(cut)
-        if direct:
-            self._pack_direct(W2)
-        if self.nhwc:
-            W2 = self._channels_last(W2)
         need_w = bool(self.param_propagate_down[0])
         need_b = self.bias_term and bool(self.param_propagate_down[1])
+        columns_x = any(propagate_down) and not (direct and self.direct_dx)  # dx through columns or rows
+        if direct:
+            self._pack_direct(W2, any(propagate_down))
+        if self.nhwc and (columns_x or not direct):
+            W2 = self._channels_last(W2)
         step = self._half_step(cut) if cut else self.step
         parts = 2 if cut else 1
-        columns_x = any(propagate_down) and not (direct and self.direct_dx)  # dx through columns or rows
         scratch = self._scratch(step, parts, (not direct or columns_x, not direct or columns_x,
                                               self.nhwc and need_w and not direct, self.nhwc and columns_x))
         if direct:
             dstep = min(self.direct_step, cut) if cut else self.direct_step
             dscratch = self._direct_scratch(dstep, parts, True)
-            self._dw_direct[...] = 0
-        self._dw_acc[...] = 0
+            self._dw_direct[:parts] = 0
+        else:
+            self._dw_acc[...] = 0
         self._db_acc[...] = 0
         for i, (t, b) in enumerate(zip(top, bottom)):
             dy = t.diff.reshape(N, O, self.P)
@@ -549,20 +556,15 @@ class ConvolutionLayer(Layer):
                 continue
             with SerialBlas():
                 run_halves(half, *halves)
-        if direct and need_w:  # the packed sums (Cout/32, kh, kw*C, 32) in the accumulator's order
-            C, kh, kw = self.channels, self.kh, self.kw
-            acc = self._dw_direct[0] + self._dw_direct[1] if cut else self._dw_direct[0]
-            acc = acc[:, :, :kw * C].reshape(O // OBLOCK, kh, kw, C, OBLOCK)
-            if self.nhwc:
-                self._dw_acc[0].reshape(O // OBLOCK, OBLOCK, kh, kw, C)[...] = acc.transpose(0, 4, 1, 2, 3)
-            else:
-                self._dw_acc[0].reshape(O // OBLOCK, OBLOCK, C, kh, kw)[...] = acc.transpose(0, 4, 3, 1, 2)
-            self._dw_acc[1] = 0
         dw_acc, db_acc = self._dw_acc[0], self._db_acc[0]
         if cut:  # the second half's sums (the same order whichever thread ran it)
-            dw_acc += self._dw_acc[1]
+            if not direct:
+                dw_acc += self._dw_acc[1]
             db_acc += self._db_acc[1]
-        if need_w:
+        if need_w and direct:  # both halves' packed sums, straight into the diff
+            mask = self.connection_mask if self.connection_mask is not None else self._no_mask
+            add_packed_gradient(self._dw_direct, parts, self.kh, self.kw, mask, self.blobs[0].diff.reshape(O, -1))
+        elif need_w:
             khkw = self.kh * self.kw
             Cg = self.channels // self.group
             acc = dw_acc.reshape(O, khkw, Cg).transpose(0, 2, 1) if self.nhwc else dw_acc.reshape(O, Cg, khkw)
