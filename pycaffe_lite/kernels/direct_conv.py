@@ -136,49 +136,73 @@ def _fwd_tile(typingctx, x, xo, rs, nrow, rowlen, cs, w, wo, y, yo, ys, nvalid, 
     return sig, codegen
 
 
-@intrinsic
-def _wgrad_tile(typingctx, x, xo, xis, xrs, cs, dy, dyo, dis, drs, dps, nimg, nrows, ncols, acc, acco):
-    """``acc[acco + t*32 + o] += sum_{b, i, j} x[xo + b*xis + i*xrs + j*cs + t] * dy[dyo + b*dis + i*drs + j*dps + o]``
-    for t < 8, o < 32: 8 consecutive patch entries x 32 output channels over ``nimg`` images of
-    ``nrows`` x ``ncols`` output pixels."""
-    if not (_is_f32_vector(x) and _is_f32_vector(dy) and _is_f32_vector(acc)):
-        return None
-    sig = types.void(x, xo, xis, xrs, cs, dy, dyo, dis, drs, dps, nimg, nrows, ncols, acc, acco)
+def _wgrad_intrinsic(T: int, NV: int):
+    """The weight-gradient tile of ``T`` patch entries x ``16 NV`` output channels (see
+    ``_wgrad_tile``): ``T NV`` vector accumulators, per pixel ``NV`` vector loads of the top diff
+    and ``T`` broadcasts of the input."""
+    W = 16 * NV
 
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        ints = [context.cast(builder, args[i], signature.args[i], types.intp) for i in range(len(args))]
-        xo_, xis_, xrs_, cs_ = ints[1:5]
-        dyo_, dis_, drs_, dps_, nimg_, nrows_, ncols_ = ints[6:13]
-        acco_ = ints[14]
-        xbase = builder.gep(_data(context, builder, signature.args[0], args[0]), [xo_])
-        dbase = builder.gep(_data(context, builder, signature.args[5], args[5]), [dyo_])
-        abase = builder.gep(_data(context, builder, signature.args[13], args[13]), [acco_])
-        fma = _fma(builder)
-        acc = []
-        for t in range(TILE):
-            acc.append([cgutils.alloca_once_value(builder, builder.load(
-                _vec_at(builder, abase, i64((t * _NV + v) * 16)), align=4)) for v in range(_NV)])
-        with cgutils.for_range(builder, nimg_) as b:
-            xb = builder.gep(xbase, [builder.mul(b.index, xis_)])
-            db = builder.gep(dbase, [builder.mul(b.index, dis_)])
-            with cgutils.for_range(builder, nrows_) as i:
-                xi = builder.gep(xb, [builder.mul(i.index, xrs_)])
-                di = builder.gep(db, [builder.mul(i.index, drs_)])
-                with cgutils.for_range(builder, ncols_) as j:
-                    xj = builder.gep(xi, [builder.mul(j.index, cs_)])
-                    dj = builder.gep(di, [builder.mul(j.index, dps_)])
-                    dvec = [builder.load(_vec_at(builder, dj, i64(16 * v)), align=4) for v in range(_NV)]
-                    for t in range(TILE):
-                        s = _broadcast(builder, builder.load(builder.gep(xj, [i64(t)]), align=4))
-                        for v in range(_NV):
-                            builder.store(builder.call(fma, [s, dvec[v], builder.load(acc[t][v])]), acc[t][v])
-        for t in range(TILE):
-            for v in range(_NV):
-                builder.store(builder.load(acc[t][v]), _vec_at(builder, abase, i64((t * _NV + v) * 16)), align=4)
-        return context.get_dummy_value()
+    def tile(typingctx, x, xo, xis, xrs, cs, dy, dyo, dis, drs, dps, nimg, nrows, ncols, acc, acco):
+        if not (_is_f32_vector(x) and _is_f32_vector(dy) and _is_f32_vector(acc)):
+            return None
+        sig = types.void(x, xo, xis, xrs, cs, dy, dyo, dis, drs, dps, nimg, nrows, ncols, acc, acco)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            ints = [context.cast(builder, args[i], signature.args[i], types.intp) for i in range(len(args))]
+            xo_, xis_, xrs_, cs_ = ints[1:5]
+            dyo_, dis_, drs_, dps_, nimg_, nrows_, ncols_ = ints[6:13]
+            acco_ = ints[14]
+            xbase = builder.gep(_data(context, builder, signature.args[0], args[0]), [xo_])
+            dbase = builder.gep(_data(context, builder, signature.args[5], args[5]), [dyo_])
+            abase = builder.gep(_data(context, builder, signature.args[13], args[13]), [acco_])
+            fma = _fma(builder)
+            acc = []
+            for t in range(T):
+                acc.append([cgutils.alloca_once_value(builder, builder.load(
+                    _vec_at(builder, abase, i64(t * W + 16 * v)), align=4)) for v in range(NV)])
+            with cgutils.for_range(builder, nimg_) as b:
+                xb = builder.gep(xbase, [builder.mul(b.index, xis_)])
+                db = builder.gep(dbase, [builder.mul(b.index, dis_)])
+                with cgutils.for_range(builder, nrows_) as i:
+                    xi = builder.gep(xb, [builder.mul(i.index, xrs_)])
+                    di = builder.gep(db, [builder.mul(i.index, drs_)])
+                    with cgutils.for_range(builder, ncols_) as j:
+                        xj = builder.gep(xi, [builder.mul(j.index, cs_)])
+                        dj = builder.gep(di, [builder.mul(j.index, dps_)])
+                        dvec = [builder.load(_vec_at(builder, dj, i64(16 * v)), align=4) for v in range(NV)]
+                        for t in range(T):
+                            s = _broadcast(builder, builder.load(builder.gep(xj, [i64(t)]), align=4))
+                            for v in range(NV):
+                                builder.store(builder.call(fma, [s, dvec[v], builder.load(acc[t][v])]), acc[t][v])
+            for t in range(T):
+                for v in range(NV):
+                    builder.store(builder.load(acc[t][v]), _vec_at(builder, abase, i64(t * W + 16 * v)), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    tile.__doc__ = (f"``acc[acco + t*{W} + o] += sum_{{b, i, j}} x[xo + b*xis + i*xrs + j*cs + t] * "
+                    f"dy[dyo + b*dis + i*drs + j*dps + o]`` for t < {T}, o < {W}: {T} consecutive patch entries "
+                    f"x {W} output channels over ``nimg`` images of ``nrows`` x ``ncols`` output pixels.")
+    return intrinsic(tile)
+
+
+#: 8 patch entries x 32 channels (16 accumulators); for 64, 128, ... channels 6 x 64 (24
+#: accumulators): per pixel 4 + 6 loads feed 24 multiply-adds instead of 2 + 8 feeding 16, and
+#: each pass reads whole 256-byte runs of the top diff (measured at CIFAR-10 quick's conv3, 64
+#: channels on 8 x 8 pixels: see benchmarks/conv_threads.py).
+_wgrad_tile = _wgrad_intrinsic(TILE, _NV)
+_wgrad_tile_wide = _wgrad_intrinsic(6, 4)
+
+
+@njit(cache=True)
+def wgrad_blocks(Oc, rowlen):
+    """(output channels per block, patch entries per tile, a kernel row's entries rounded up to
+    whole tiles) of the weight-gradient accumulator for ``Oc`` output channels."""
+    if Oc % 64 == 0:
+        return 64, 6, (rowlen + 5) // 6 * 6
+    return OBLOCK, TILE, (rowlen + TILE - 1) // TILE * TILE
 
 
 @intrinsic
@@ -274,19 +298,21 @@ def conv_forward_direct(xp, n, Hp, Wp, C, wpk, kh, kw, bias, y):
 
 @njit(cache=True, nogil=True)
 def conv_wgrad_direct(xp, n, Hp, Wp, C, dyp, Oc, OHp, OWp, qh, qw, OH, OW, kh, kw, acc):
-    """``acc`` (flat (OB, kh, R8, 32), R8 = kw*C rounded up to 8) += the weight gradient of a
-    stride-1 convolution: the correlation of ``xp`` (padded input, channels last) with ``dyp``
-    (the top diff channels last, ``Oc`` = 32 OB channels, padded by (qh, qw); its interior is read).
-    Rows R..R8-1 of each kernel row collect sums over entries past the row: ignore them."""
-    rowlen = kw * C
-    r8 = (rowlen + TILE - 1) // TILE * TILE
-    OB = Oc // OBLOCK
-    for ob in range(OB):
+    """``acc`` (flat (Oc/B, kh, R, B) with (B, T, R) = :func:`wgrad_blocks`) += the weight
+    gradient of a stride-1 convolution: the correlation of ``xp`` (padded input, channels last)
+    with ``dyp`` (the top diff channels last, ``Oc`` channels, a multiple of 32, padded by
+    (qh, qw); its interior is read).  Entries kw*C..R-1 of each kernel row collect sums over
+    entries past the row: ignore them."""
+    B, T, R = wgrad_blocks(Oc, kw * C)
+    for ob in range(Oc // B):
         for di in range(kh):
-            for k0 in range(0, r8, TILE):
-                _wgrad_tile(xp, di * Wp * C + k0, Hp * Wp * C, Wp * C, C,
-                            dyp, (qh * OWp + qw) * Oc + ob * OBLOCK, OHp * OWp * Oc, OWp * Oc, Oc, n, OH, OW,
-                            acc, ((ob * kh + di) * r8 + k0) * OBLOCK)
+            for k0 in range(0, R, T):
+                args = (xp, di * Wp * C + k0, Hp * Wp * C, Wp * C, C, dyp, (qh * OWp + qw) * Oc + ob * B,
+                        OHp * OWp * Oc, OWp * Oc, Oc, n, OH, OW, acc, ((ob * kh + di) * R + k0) * B)
+                if B == OBLOCK:
+                    _wgrad_tile(*args)
+                else:
+                    _wgrad_tile_wide(*args)
 
 
 @njit(cache=True, nogil=True)
@@ -391,19 +417,20 @@ def pack_rotated_filters(w, kh, kw, out):
 @njit(cache=True, nogil=True)
 def add_packed_gradient(acc, parts, kh, kw, mask, dw):
     """``dw`` (O, C*kh*kw) in Caffe's order ``+=`` the sum of ``parts`` packed weight gradients
-    ``acc`` (parts, O/32, kh, R8, 32) (:func:`conv_wgrad_direct`), times ``mask`` (O, C) if it is
+    ``acc`` (parts, O/B, kh, R, B) (:func:`conv_wgrad_direct`), times ``mask`` (O, C) if it is
     not empty (a connection table: the unlisted filters never move)."""
     O, K = dw.shape
     C = K // (kh * kw)
     masked = mask.size > 0
-    for ob in range(O // OBLOCK):  # a block of 32 rows of dw is written a column at a time
+    B = acc.shape[4]
+    for ob in range(O // B):  # a block of B rows of dw is written a column at a time
         for c in range(C):
             for di in range(kh):
                 for dj in range(kw):
                     at = dj * C + c
                     col = (c * kh + di) * kw + dj
-                    for oo in range(OBLOCK):
-                        o = ob * OBLOCK + oo
+                    for oo in range(B):
+                        o = ob * B + oo
                         if masked and not mask[o, c]:
                             continue
                         s = acc[0, ob, di, at, oo]

@@ -19,6 +19,7 @@ from ..kernels.direct_conv import (
     conv_forward_chunks,
     pack_filters,
     pack_rotated_filters,
+    wgrad_blocks,
 )
 from ..kernels.direct_conv import TILE as DIRECT_TILE
 from ..kernels.im2col import (
@@ -347,11 +348,11 @@ class ConvolutionLayer(Layer):
         self._dyp_dims = (OH + 2 * max(self._q[0], 0), OW + 2 * max(self._q[1], 0))
         per_image = 4 * C * self._xp_dims[0] * self._xp_dims[1] + 4 * O * self._dyp_dims[0] * self._dyp_dims[1]
         self.direct_step = max(1, min(N, DIRECT_CHUNK_BYTES // per_image))
-        self._r8 = -(-self.kw * C // DIRECT_TILE) * DIRECT_TILE
+        B, _, R = wgrad_blocks(O, self.kw * C)
         nb = O // OBLOCK
         self._w_direct = np.empty((nb, self.kh, self.kw * C, OBLOCK), np.float32)
         self._wT_direct = np.empty((C // OBLOCK, self.kh, self.kw * O, OBLOCK), np.float32) if self.direct_dx else None
-        self._dw_direct = np.empty((2, nb, self.kh, self._r8, OBLOCK), np.float32)
+        self._dw_direct = np.empty((2, O // B, self.kh, R, B), np.float32)
         self._no_mask = np.empty((0, 0), np.bool_)
         self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
 

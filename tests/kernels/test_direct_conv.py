@@ -10,6 +10,7 @@ from pycaffe_lite.kernels.direct_conv import (
     conv_forward_direct,
     conv_wgrad_direct,
     pad_nhwc,
+    wgrad_blocks,
 )
 
 
@@ -72,7 +73,7 @@ def test_pad_nhwc_transposed_blocks(n, C, H, W, ph, pw, cs):
 
 # (n, C, H, W, O, k, pad): channels 1/3/32, outputs not a multiple of 32, rows not a multiple of 8
 SHAPES = [(2, 3, 8, 8, 32, 3, 1), (3, 32, 16, 16, 32, 5, 2), (2, 32, 8, 8, 64, 5, 2), (2, 1, 28, 28, 20, 5, 0),
-          (3, 20, 12, 12, 50, 5, 0), (2, 7, 9, 11, 33, 3, 2)]
+          (3, 20, 12, 12, 50, 5, 0), (2, 7, 9, 11, 33, 3, 2), (2, 5, 8, 9, 128, 3, 1)]
 
 
 @pytest.mark.parametrize("n,C,H,W,O,k,p", SHAPES)
@@ -98,11 +99,12 @@ def test_weight_gradient_accumulates_the_correlation_of_input_and_top_diff(n, C,
     Oc = -(-O // OBLOCK) * OBLOCK
     q = max(k - 1 - p, 0)
     dyp = _padded(dy, q, q, Oc, extra_images=2)  # a buffer larger than the chunk, as the layer's
-    r8 = -(-k * C // TILE) * TILE
-    acc = np.full((Oc // OBLOCK, k, r8, OBLOCK), 0.5, np.float32)
+    B, T, R = wgrad_blocks(Oc, k * C)
+    assert (B, T) == ((64, 6) if Oc % 64 == 0 else (OBLOCK, TILE)) and R % T == 0 and R >= k * C
+    acc = np.full((Oc // B, k, R, B), 0.5, np.float32)
     conv_wgrad_direct(_padded(x, p, p, C, 1), n, Hp, Wp, C, dyp, Oc, OH + 2 * q, OW + 2 * q, q, q, OH, OW, k, k,
                       acc.reshape(-1))
-    got = acc[:, :, :k * C].reshape(-1, k, k, C, OBLOCK).transpose(0, 4, 3, 1, 2).reshape(Oc, C, k, k)
+    got = acc[:, :, :k * C].reshape(-1, k, k, C, B).transpose(0, 4, 3, 1, 2).reshape(Oc, C, k, k)
     xpad = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (p, p), (p, p)))
     want = np.zeros((Oc, C, k, k))
     for di in range(k):
