@@ -131,3 +131,25 @@ def test_num_output_required():
 def test_axis_out_of_range():
     with pytest.raises(ShapeError, match=r"ip1.*axis 3.*\(2, 3\)"):
         setup_layer(ip("axis: 3"), [(2, 3)])
+
+
+@pytest.mark.parametrize("extra", ["", "transpose: true", "bias_term: false"])
+def test_forward_split_in_two_halves_of_the_rows(monkeypatch, extra):
+    from pycaffe_lite.layers import inner_product
+
+    monkeypatch.setattr(inner_product, "SPLIT_MACS", (1, 1 << 40))
+    monkeypatch.setattr(inner_product.InnerProductLayer, "_split_forward", lambda self: self._cut > 0)
+    layer, bottom, top = setup_layer(ip(extra, num_output=24), [(50, 3, 4, 4)])
+    assert layer._cut == 32  # 16-row aligned, near the middle
+    for _ in range(3):  # the product chooser runs it split or whole; both give the product
+        forward(layer, bottom, top)
+        b = layer.blobs[1].data if len(layer.blobs) > 1 else None
+        expected = reference(bottom[0].data, layer.blobs[0].data, b, 1, "transpose" in extra)
+        np.testing.assert_allclose(top[0].data, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_small_or_large_products_are_not_split():
+    layer, _, _ = setup_layer(ip(num_output=3), [(40, 5)])
+    assert layer._cut == 0  # 600 multiply-adds: whole
+    layer, _, _ = setup_layer(ip(num_output=64), [(100, 64, 4, 4)])
+    assert layer._cut == 48  # CIFAR-10 quick's ip1
