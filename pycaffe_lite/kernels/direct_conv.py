@@ -205,33 +205,47 @@ def wgrad_blocks(Oc, rowlen):
     return OBLOCK, TILE, (rowlen + TILE - 1) // TILE * TILE
 
 
-@intrinsic
-def _transpose16(typingctx, src, so, ss, dst, d0, d1, split, ps):
-    """``dst[at(p) + r] = src[so + r*ss + p]`` for r, p < 16, with ``at(p) = d0 + p*ps`` for
-    p < split and ``d1 + (p - split)*ps`` after: a 16 x 16 block transposed in registers
-    (:func:`_transpose_rows`), so 16 channel rows of 16 pixels (which may end one image row and start the next) become 16
-    pixels' channel runs without strided stores."""
-    if not (_is_f32_vector(src) and _is_f32_vector(dst)):
-        return None
-    sig = types.void(src, so, ss, dst, d0, d1, split, ps)
+def _transpose16_intrinsic(summing: bool):
+    """:func:`_transpose16`, or (``summing``) its twin that also adds each channel row's 16
+    values into ``lanes[lo + 16 r:lo + 16 r + 16]`` (per-lane channel sums: the bias gradient)."""
 
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        so_ = context.cast(builder, args[1], signature.args[1], types.intp)
-        ss_ = context.cast(builder, args[2], signature.args[2], types.intp)
-        d0, d1, split, ps = (context.cast(builder, args[i], signature.args[i], types.intp) for i in range(4, 8))
-        base = builder.gep(_data(context, builder, signature.args[0], args[0]), [so_])
-        out = _data(context, builder, signature.args[3], args[3])
-        rows = [builder.load(_vec_at(builder, base, builder.mul(ss_, i64(r))), align=4) for r in range(16)]
-        rows = _transpose_rows(builder, rows)
-        for p in range(16):
-            first = builder.add(d0, builder.mul(ps, i64(p)))
-            second = builder.add(d1, builder.mul(ps, builder.sub(i64(p), split)))
-            at = builder.select(builder.icmp_signed("<", i64(p), split), first, second)
-            builder.store(rows[p], _vec_at(builder, out, at), align=4)
-        return context.get_dummy_value()
+    def transpose(typingctx, src, so, ss, dst, d0, d1, split, ps, lanes, lo):
+        if not (_is_f32_vector(src) and _is_f32_vector(dst) and _is_f32_vector(lanes)):
+            return None
+        sig = types.void(src, so, ss, dst, d0, d1, split, ps, lanes, lo)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            so_, ss_, d0, d1, split, ps, lo = (context.cast(builder, args[i], signature.args[i], types.intp)
+                                                for i in (1, 2, 4, 5, 6, 7, 9))
+            base = builder.gep(_data(context, builder, signature.args[0], args[0]), [so_])
+            out = _data(context, builder, signature.args[3], args[3])
+            rows = [builder.load(_vec_at(builder, base, builder.mul(ss_, i64(r))), align=4) for r in range(16)]
+            if summing:
+                lbase = builder.gep(_data(context, builder, signature.args[8], args[8]), [lo])
+                for r in range(16):
+                    at = _vec_at(builder, lbase, i64(16 * r))
+                    builder.store(builder.fadd(builder.load(at, align=4), rows[r]), at, align=4)
+            rows = _transpose_rows(builder, rows)
+            for p in range(16):
+                first = builder.add(d0, builder.mul(ps, i64(p)))
+                second = builder.add(d1, builder.mul(ps, builder.sub(i64(p), split)))
+                at = builder.select(builder.icmp_signed("<", i64(p), split), first, second)
+                builder.store(rows[p], _vec_at(builder, out, at), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return intrinsic(transpose)
+
+
+#: ``_transpose16(src, so, ss, dst, d0, d1, split, ps, lanes, lo)``: ``dst[at(p) + r] = src[so +
+#: r*ss + p]`` for r, p < 16, with ``at(p) = d0 + p*ps`` for p < split and ``d1 + (p - split)*ps``
+#: after: a 16 x 16 block transposed in registers (:func:`_transpose_rows`), so 16 channel rows of
+#: 16 pixels (which may end one image row and start the next) become 16 pixels' channel runs
+#: without strided stores.  ``lanes``/``lo`` are unused; ``_transpose16_sum`` also sums.
+_transpose16 = _transpose16_intrinsic(False)
+_transpose16_sum = _transpose16_intrinsic(True)
 
 
 @njit(cache=True, nogil=True)
@@ -240,11 +254,20 @@ def pad_nhwc(x, ph, pw, cs, out):
     (the border and channels C..cs-1); the rest of ``out`` (the slack) is left alone.  Blocks of
     16 channels x 16 pixels (in the image's flat pixel order) go through :func:`_transpose16` when
     a block spans at most two image rows (W = 8 or a multiple of 16); the rest element by element."""
+    _pad_nhwc(x, ph, pw, cs, out, out, False)
+
+
+@njit(cache=True, nogil=True)
+def _pad_nhwc(x, ph, pw, cs, out, lanes, summing):
+    """:func:`pad_nhwc`; with ``summing`` (and H*W a multiple of 16) the blocked channels' values
+    are also added into ``lanes`` (16 per channel).  Returns how many channels were summed so."""
     n, C, H, W = x.shape
     Hp = H + 2 * ph
     Wp = W + 2 * pw
     HW = H * W
     C16 = C // 16 * 16 if HW >= 16 and (W == 8 or W % 16 == 0) else 0
+    if summing and HW % 16:
+        C16 = 0  # the last block would overlap the one before it and count pixels twice
     for b in range(n):
         img = out[b * Hp * Wp * cs:(b + 1) * Hp * Wp * cs]
         img[:ph * Wp * cs] = 0.0
@@ -265,13 +288,17 @@ def pad_nhwc(x, ph, pw, cs, out):
             d0 = ((ph + i) * Wp + pw + j) * cs
             d1 = ((ph + i + 1) * Wp + pw) * cs
             for c0 in range(0, C16, 16):
-                _transpose16(xf, c0 * HW + q0, HW, img, d0 + c0, d1 + c0, split, cs)
+                if summing:
+                    _transpose16_sum(xf, c0 * HW + q0, HW, img, d0 + c0, d1 + c0, split, cs, lanes, c0 * 16)
+                else:
+                    _transpose16(xf, c0 * HW + q0, HW, img, d0 + c0, d1 + c0, split, cs, lanes, 0)
         for c in range(C16, C):
             for i in range(H):
                 src = x[b, c, i]
                 rowv = img[(ph + i) * Wp * cs:(ph + i + 1) * Wp * cs]
                 for j in range(W):
                     rowv[(pw + j) * cs + c] = src[j]
+    return C16
 
 
 @njit(cache=True, nogil=True)
@@ -316,10 +343,20 @@ def conv_wgrad_direct(xp, n, Hp, Wp, C, dyp, Oc, OHp, OWp, qh, qw, OH, OW, kh, k
 
 
 @njit(cache=True, nogil=True)
-def pad_nhwc_sum(x, ph, pw, cs, out, sums):
-    """:func:`pad_nhwc`, and ``sums[c] += x[:, c].sum()`` (the bias gradient from the top diff)."""
-    pad_nhwc(x, ph, pw, cs, out)
-    _channel_sums(x, sums)
+def pad_nhwc_sum(x, ph, pw, cs, out, sums, lanes):
+    """:func:`pad_nhwc`, and ``sums[c] += x[:, c].sum()`` (the bias gradient from the top diff),
+    summed per lane in ``lanes`` (16 C floats of scratch) while the blocks pass through the
+    registers, so the top diff is read once."""
+    C = x.shape[1]
+    lanes[:16 * C] = 0.0
+    done = _pad_nhwc(x, ph, pw, cs, out, lanes, True)
+    for c in range(done):
+        s = np.float32(0)
+        for lane in range(16):
+            s += lanes[16 * c + lane]
+        sums[c] += s
+    if done < C:
+        _channel_sums(x[:, done:], sums[done:])
 
 
 @njit(cache=True, nogil=True)
@@ -353,17 +390,19 @@ def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, step):
 
 
 @njit(cache=True, nogil=True)
-def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros, step, need_x, need_w, need_b):
+def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros, lanes, step, need_x, need_w,
+                         need_b):
     """One half of a direct backward pass, ``step`` images at a time: ``db += sum dy`` (when
     ``need_b``), ``acc += dW`` in the packed layout of :func:`conv_wgrad_direct` (``need_w``) and
     ``dx`` = the forward over the top diff padded by (kh - 1 - ph, kw - 1 - pw) with the rotated
-    filters ``wT`` (``need_x``; then ph < kh and pw < kw).  ``zeros``: C zeros (dx's bias)."""
+    filters ``wT`` (``need_x``; then ph < kh and pw < kw).  ``zeros``: C zeros (dx's bias);
+    ``lanes``: 16 O floats of scratch for the bias gradient's per-lane sums."""
     n, C, H, W = x.shape
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
     Hp = H + 2 * ph
     Wp = W + 2 * pw
-    qh = max(kh - 1 - ph, 0)
-    qw = max(kw - 1 - pw, 0)
+    qh = max(kh - 1 - ph, 0) if need_x else 0  # the top diff's pad: only dx reads it
+    qw = max(kw - 1 - pw, 0) if need_x else 0
     OHp = OH + 2 * qh
     OWp = OW + 2 * qw
     for n0 in range(0, n, step):
@@ -373,7 +412,7 @@ def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros,
                 _channel_sums(dy[n0:n1], db)
             continue
         if need_b:
-            pad_nhwc_sum(dy[n0:n1], qh, qw, O, dyp, db)
+            pad_nhwc_sum(dy[n0:n1], qh, qw, O, dyp, db, lanes)
         else:
             pad_nhwc(dy[n0:n1], qh, qw, O, dyp)
         if need_w:

@@ -355,6 +355,7 @@ class ConvolutionLayer(Layer):
         self._dw_direct = np.empty((2, O // B, self.kh, R, B), np.float32)
         self._no_mask = np.empty((0, 0), np.bool_)
         self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
+        self._lanes = np.empty((2, 16 * O), np.float32)  # per-lane bias-gradient sums, per half
 
     def _use_direct(self, cut: int) -> bool:
         """The direct kernels are serial: on two threads they run only as the halves of a split."""
@@ -397,7 +398,7 @@ class ConvolutionLayer(Layer):
         k, lo, hi, step, (xp, dyp) = part
         wT = self._wT_direct.reshape(-1) if self.direct_dx else self._zeros
         conv_backward_chunks(x[lo:hi], dy[lo:hi], self.ph, self.pw, self.kh, self.kw, wT, dx[lo:hi],
-                             self._dw_direct[k].reshape(-1), self._db_acc[k], xp, dyp, self._zeros, step,
+                             self._dw_direct[k].reshape(-1), self._db_acc[k], xp, dyp, self._zeros, self._lanes[k], step,
                              need_x and self.direct_dx, need_w, need_b)
 
     def _weights2d(self, arr: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from pycaffe_lite.kernels.direct_conv import (
     conv_forward_direct,
     conv_wgrad_direct,
     pad_nhwc,
+    pad_nhwc_sum,
     wgrad_blocks,
 )
 
@@ -69,6 +70,18 @@ def test_pad_nhwc_transposed_blocks(n, C, H, W, ph, pw, cs):
     want[:, ph:ph + H, pw:pw + W, :C] = x.transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(got, want)
     assert np.isnan(buf[got.size])
+
+
+@pytest.mark.parametrize("n,C,H,W", [(2, 32, 8, 8), (2, 48, 5, 8), (1, 20, 16, 16), (3, 3, 4, 5)])
+def test_pad_nhwc_sum_also_adds_the_channel_sums(n, C, H, W):
+    x = np.random.default_rng(C).normal(size=(n, C, H, W)).astype(np.float32)
+    sums = np.full(C, 2.0, np.float32)
+    buf = np.zeros(n * (H + 2) * (W + 2) * C + SLACK, np.float32)
+    pad_nhwc_sum(x, 1, 1, C, buf, sums, np.full(16 * C, np.nan, np.float32))
+    np.testing.assert_allclose(sums, 2.0 + x.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+    want = np.zeros((n, H + 2, W + 2, C), np.float32)
+    want[:, 1:-1, 1:-1] = x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(buf[:want.size].reshape(want.shape), want)
 
 
 # (n, C, H, W, O, k, pad): channels 1/3/32, outputs not a multiple of 32, rows not a multiple of 8
