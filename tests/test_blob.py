@@ -54,3 +54,14 @@ def test_update_and_sharing():
     assert b.data[0] == 9
     with pytest.raises(ShapeError):
         Blob((4,)).share_data(a)
+
+
+def test_storage_starts_on_a_cache_line():
+    from pycaffe_lite.blob import ALIGN, aligned_zeros
+
+    for shape in [(1,), (3, 5), (100, 3, 32, 32), (7, 11, 13)]:
+        b = Blob(shape)
+        assert b.data.ctypes.data % ALIGN == 0 and b.diff.ctypes.data % ALIGN == 0
+        assert not b.data.any() and not b.diff.any()
+    v = aligned_zeros(37, zero=False)
+    assert v.size == 37 and v.dtype == np.float32 and v.ctypes.data % ALIGN == 0

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._split import run_halves
 from .._threads import SerialBlas, available_cpus, blas_libs
+from ..blob import aligned_zeros
 from ..kernels.conv_wgrad import shift_offsets, wgrad_accumulate, wgrad_shifted_accumulate
 from ..kernels.direct_conv import (
     OBLOCK,
@@ -159,7 +160,7 @@ def workspace(slot: int, n: int) -> np.ndarray:
     """A float32 scratch vector of ``n`` elements, valid until the next request for ``slot``."""
     buf = _WORKSPACE.slots.get(slot)
     if buf is None or buf.size < n:
-        buf = _WORKSPACE.slots[slot] = np.empty(n, np.float32)
+        buf = _WORKSPACE.slots[slot] = aligned_zeros(n, zero=False)
     return buf[:n]
 
 
@@ -350,12 +351,14 @@ class ConvolutionLayer(Layer):
         self.direct_step = max(1, min(N, DIRECT_CHUNK_BYTES // per_image))
         B, _, R = wgrad_blocks(O, self.kw * C)
         nb = O // OBLOCK
-        self._w_direct = np.empty((nb, self.kh, self.kw * C, OBLOCK), np.float32)
-        self._wT_direct = np.empty((C // OBLOCK, self.kh, self.kw * O, OBLOCK), np.float32) if self.direct_dx else None
-        self._dw_direct = np.empty((2, O // B, self.kh, R, B), np.float32)
+        # 64-byte aligned: the kernels' vector loads then never straddle two cache lines
+        self._w_direct = aligned_zeros(nb * self.kh * self.kw * C * OBLOCK).reshape(nb, self.kh, self.kw * C, OBLOCK)
+        self._wT_direct = (aligned_zeros(self.kh * self.kw * O * C).reshape(C // OBLOCK, self.kh, self.kw * O, OBLOCK)
+                           if self.direct_dx else None)
+        self._dw_direct = aligned_zeros(2 * O * self.kh * R).reshape(2, O // B, self.kh, R, B)
         self._no_mask = np.empty((0, 0), np.bool_)
         self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
-        self._lanes = np.empty((2, 16 * O), np.float32)  # per-lane bias-gradient sums, per half
+        self._lanes = aligned_zeros(2 * 16 * O).reshape(2, 16 * O)  # per-lane bias-gradient sums, per half
 
     def _use_direct(self, cut: int) -> bool:
         """The direct kernels are serial: on two threads they run only as the halves of a split."""
