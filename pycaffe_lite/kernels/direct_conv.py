@@ -428,10 +428,10 @@ def pack_filters(w, kh, kw, out):
     ``out[ob, di, dj*C + c, o] = w[32 ob + o, (c*kh + di)*kw + dj]``."""
     O, K = w.shape
     C = K // (kh * kw)
-    for ob in range(O // OBLOCK):
-        for di in range(kh):
-            for dj in range(kw):
-                for c in range(C):
+    for ob in range(O // OBLOCK):  # w read along its rows (32 of them in L1), out in runs of 32
+        for c in range(C):
+            for di in range(kh):
+                for dj in range(kw):
                     at = (((ob * kh + di) * kw + dj) * C + c) * OBLOCK
                     src = (c * kh + di) * kw + dj
                     for o in range(OBLOCK):
@@ -439,18 +439,21 @@ def pack_filters(w, kh, kw, out):
 
 
 @njit(cache=True, nogil=True)
-def pack_rotated_filters(w, kh, kw, out):
+def pack_rotated_filters(wpk, O, C, kh, kw, out):
     """``out`` (C/32, kh, kw*O, 32), flat: the filters turned by 180 degrees with input and output
-    channels swapped, for the input gradient: ``out[cb, di, dj*O + o, c] = w[o, 32 cb + c, kh-1-di, kw-1-dj]``."""
-    O, K = w.shape
-    C = K // (kh * kw)
-    for cb in range(C // OBLOCK):
-        for di in range(kh):
-            for dj in range(kw):
-                for o in range(O):
-                    at = (((cb * kh + di) * kw + dj) * O + o) * OBLOCK
-                    for c in range(OBLOCK):
-                        out[at + c] = w[o, ((cb * OBLOCK + c) * kh + kh - 1 - di) * kw + kw - 1 - dj]
+    channels swapped, for the input gradient (``out[cb, di, dj*O + o, c] = w[o, 32 cb + c, kh-1-di,
+    kw-1-dj]``), made from the forward packing ``wpk`` (:func:`pack_filters`) by 16 x 16 block
+    transposes in registers.  C and O multiples of 32."""
+    for di in range(kh):
+        for dj in range(kw):
+            src_tap = (kh - 1 - di) * kw + kw - 1 - dj
+            for ob in range(O // OBLOCK):
+                for cb in range(C // OBLOCK):
+                    for o16 in range(0, OBLOCK, 16):
+                        for c16 in range(0, OBLOCK, 16):
+                            src = ((ob * kh * kw + src_tap) * C + cb * OBLOCK + c16) * OBLOCK + o16
+                            dst = (((cb * kh + di) * kw + dj) * O + ob * OBLOCK + o16) * OBLOCK + c16
+                            _transpose16(wpk, src, OBLOCK, out, dst, dst, 16, OBLOCK, out, 0)
 
 
 @njit(cache=True, nogil=True)

@@ -384,7 +384,8 @@ class ConvolutionLayer(Layer):
         degrees with input and output channels swapped."""
         pack_filters(W2, self.kh, self.kw, self._w_direct.reshape(-1))
         if rotated and self.direct_dx:
-            pack_rotated_filters(W2, self.kh, self.kw, self._wT_direct.reshape(-1))
+            pack_rotated_filters(self._w_direct.reshape(-1), self.num_output, self.channels, self.kh, self.kw,
+                                 self._wT_direct.reshape(-1))
 
     def _forward_direct(self, x: np.ndarray, y: np.ndarray, part: tuple) -> None:
         """Images ``lo:hi`` of ``part = (lo, hi, step, (xp, _))`` through the direct kernel."""
