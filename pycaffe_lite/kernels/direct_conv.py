@@ -424,18 +424,21 @@ def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros,
 
 @njit(cache=True, nogil=True)
 def pack_filters(w, kh, kw, out):
-    """``out`` (O/32, kh, kw*C, 32), flat, from the filters ``w`` (O, C*kh*kw) in Caffe's order:
-    ``out[ob, di, dj*C + c, o] = w[32 ob + o, (c*kh + di)*kw + dj]``."""
+    """``out`` (ceil(O/32), kh, kw*C, 32), flat, from the filters ``w`` (O, C*kh*kw) in Caffe's
+    order: ``out[ob, di, dj*C + c, o] = w[32 ob + o, (c*kh + di)*kw + dj]``, zero past O."""
     O, K = w.shape
     C = K // (kh * kw)
-    for ob in range(O // OBLOCK):  # w read along its rows (32 of them in L1), out in runs of 32
+    for ob in range((O + OBLOCK - 1) // OBLOCK):  # w read along its rows (32 in L1), out in runs of 32
+        n = min(OBLOCK, O - ob * OBLOCK)
         for c in range(C):
             for di in range(kh):
                 for dj in range(kw):
                     at = (((ob * kh + di) * kw + dj) * C + c) * OBLOCK
                     src = (c * kh + di) * kw + dj
-                    for o in range(OBLOCK):
+                    for o in range(n):
                         out[at + o] = w[ob * OBLOCK + o, src]
+                    for o in range(n, OBLOCK):
+                        out[at + o] = 0.0
 
 
 @njit(cache=True, nogil=True)

@@ -91,15 +91,18 @@ WGRAD_KERNEL_MAX = 1024
 #: ms for the dy copy + im2col + wgrad_accumulate it replaces (alternating in one process).
 SHIFTED_WGRAD_MAX_K = 32
 #: Direct convolution (kernels/direct_conv.py: no columns, register tiles of 8 pixels x 32
-#: channels) for stride-1, undilated, group-1 layers whose output channels come in blocks of 32,
-#: whose output rows come in tiles of 8 and whose patches hold at least ``DIRECT_MIN_K`` floats
-#: (the input gradient also needs input channels in blocks of 32, an input row in tiles of 8 and
-#: pad < kernel).  Measured at one thread on half of CIFAR-10 quick's batch (50 images):
-#: conv2 forward 2.65 ms (247 GFLOP/s) where the rows and GEMM took ~5 ms at two threads for
-#: the whole batch; weight gradient 209 GFLOP/s, input gradient 259.  LeNet's layers (20 and 50
-#: channels) keep the column path, which was as fast there.  False: never (tests may set it).
+#: channels) for stride-1, undilated, group-1 layers whose output rows come in tiles of 8, in the
+#: forward pass when padding the output channels to blocks of 32 wastes at most
+#: ``DIRECT_MAX_PAD`` of the work; backward too when the output channels are whole blocks and the
+#: patches hold at least ``DIRECT_MIN_K`` floats (the input gradient also needs input channels in
+#: blocks of 32, an input row in tiles of 8 and pad < kernel).  Measured at one thread on half a
+#: batch: CIFAR-10 quick's conv2 forward 2.65 ms (247 GFLOP/s) where the rows and GEMM took ~5 ms
+#: at two threads for the whole batch; weight gradient 209 GFLOP/s, input gradient 259; LeNet's
+#: conv1 forward 0.14 ms for 32 images (20 channels padded to 32) against ~0.2 through columns,
+#: conv2 0.53 (50 padded to 64) against ~0.48.  False: never (tests may set it).
 DIRECT = True
 DIRECT_MIN_K = 64
+DIRECT_MAX_PAD = 1.6
 #: Images per chunk on the direct path: the padded input and top diff of this many bytes' worth
 #: of images, so that the weight gradient's tiles, each of which runs over the whole chunk, read
 #: them from cache.
@@ -337,10 +340,12 @@ class ConvolutionLayer(Layer):
     def _plan_direct(self, N: int, C: int, H: int, W: int, OH: int, OW: int) -> None:
         """Whether this shape takes the direct path (see ``DIRECT``) and its buffers' sizes."""
         O = self.num_output
+        Opad = -(-O // OBLOCK) * OBLOCK
         plain = self.group == 1 and self.sh == self.sw == 1 and self.dh == self.dw == 1
-        self.direct = (DIRECT and not numba.config.DISABLE_JIT and plain and O % OBLOCK == 0 and OW % DIRECT_TILE == 0
-                       and self.K >= DIRECT_MIN_K)
-        self.direct_dx = (self.direct and C % OBLOCK == 0 and W % DIRECT_TILE == 0
+        self.direct = (DIRECT and not numba.config.DISABLE_JIT and plain and OW % DIRECT_TILE == 0
+                       and Opad <= DIRECT_MAX_PAD * O)
+        self.direct_bwd = self.direct and O == Opad and self.K >= DIRECT_MIN_K
+        self.direct_dx = (self.direct_bwd and C % OBLOCK == 0 and W % DIRECT_TILE == 0
                           and self.ph < self.kh and self.pw < self.kw)
         if not self.direct:
             return
@@ -349,20 +354,20 @@ class ConvolutionLayer(Layer):
         self._dyp_dims = (OH + 2 * max(self._q[0], 0), OW + 2 * max(self._q[1], 0))
         per_image = 4 * C * self._xp_dims[0] * self._xp_dims[1] + 4 * O * self._dyp_dims[0] * self._dyp_dims[1]
         self.direct_step = max(1, min(N, DIRECT_CHUNK_BYTES // per_image))
-        B, _, R = wgrad_blocks(O, self.kw * C)
-        nb = O // OBLOCK
         # 64-byte aligned: the kernels' vector loads then never straddle two cache lines
-        self._w_direct = aligned_zeros(nb * self.kh * self.kw * C * OBLOCK).reshape(nb, self.kh, self.kw * C, OBLOCK)
-        self._wT_direct = (aligned_zeros(self.kh * self.kw * O * C).reshape(C // OBLOCK, self.kh, self.kw * O, OBLOCK)
-                           if self.direct_dx else None)
-        self._dw_direct = aligned_zeros(2 * O * self.kh * R).reshape(2, O // B, self.kh, R, B)
+        self._w_direct = aligned_zeros(Opad * self.kh * self.kw * C).reshape(-1, self.kh, self.kw * C, OBLOCK)
+        if self.direct_bwd:
+            B, _, R = wgrad_blocks(O, self.kw * C)
+            self._wT_direct = (aligned_zeros(self.kh * self.kw * O * C).reshape(C // OBLOCK, self.kh, self.kw * O,
+                                                                                 OBLOCK) if self.direct_dx else None)
+            self._dw_direct = aligned_zeros(2 * O * self.kh * R).reshape(2, O // B, self.kh, R, B)
         self._no_mask = np.empty((0, 0), np.bool_)
         self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
         self._lanes = aligned_zeros(2 * 16 * O).reshape(2, 16 * O)  # per-lane bias-gradient sums, per half
 
-    def _use_direct(self, cut: int) -> bool:
+    def _use_direct(self, cut: int, backward: bool = False) -> bool:
         """The direct kernels are serial: on two threads they run only as the halves of a split."""
-        return self.direct and (cut > 0 or numba.get_num_threads() == 1)
+        return (self.direct_bwd if backward else self.direct) and (cut > 0 or numba.get_num_threads() == 1)
 
     def _direct_scratch(self, step: int, parts: int, dy: bool) -> list[tuple]:
         """Per part, the padded channels-last input (slot 4) and top diff (slot 5, when ``dy``)
@@ -383,7 +388,7 @@ class ConvolutionLayer(Layer):
         forward and, when ``rotated`` (dx is wanted) and dx is direct, the filters turned by 180
         degrees with input and output channels swapped."""
         pack_filters(W2, self.kh, self.kw, self._w_direct.reshape(-1))
-        if rotated and self.direct_dx:
+        if rotated and self.direct_bwd and self.direct_dx:
             pack_rotated_filters(self._w_direct.reshape(-1), self.num_output, self.channels, self.kh, self.kw,
                                  self._wT_direct.reshape(-1))
 
@@ -521,7 +526,7 @@ class ConvolutionLayer(Layer):
         O = self.num_output
         W2 = self._masked_weights()
         cut = _split_at(N)
-        direct = self._use_direct(cut)
+        direct = self._use_direct(cut, backward=True)
         need_w = bool(self.param_propagate_down[0])
         need_b = self.bias_term and bool(self.param_propagate_down[1])
         columns_x = any(propagate_down) and not (direct and self.direct_dx)  # dx through columns or rows

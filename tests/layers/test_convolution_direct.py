@@ -28,7 +28,8 @@ CASES = [
 
 def _one_part(monkeypatch):
     """The direct path without a split (as on one thread)."""
-    monkeypatch.setattr(ConvolutionLayer, "_use_direct", lambda self, cut: self.direct)
+    monkeypatch.setattr(ConvolutionLayer, "_use_direct",
+                        lambda self, cut, backward=False: self.direct_bwd if backward else self.direct)
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one-part", "split"])
@@ -43,7 +44,7 @@ def test_direct_equals_the_column_path(monkeypatch, text, shape, dx_direct, spli
     assert not layer.direct
     monkeypatch.setattr(convolution, "DIRECT", True)
     layer, got = _run(text, shape, 1, split, monkeypatch)
-    assert layer.direct and layer.direct_dx is dx_direct
+    assert layer.direct and layer.direct_bwd and layer.direct_dx is dx_direct
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(b).max()))
     assert not np.allclose(got[-1], 0.25)  # the parameter gradients did arrive
@@ -69,11 +70,27 @@ def test_direct_with_two_bottoms_and_a_connection_table(monkeypatch):
 def test_strided_grouped_or_small_layers_keep_the_column_path():
     for text, shape in [("num_output: 32 kernel_size: 3 stride: 2", (2, 32, 20, 20)),
                         ("num_output: 32 kernel_size: 3 group: 2", (2, 32, 10, 10)),
-                        ("num_output: 20 kernel_size: 5", (2, 1, 28, 28)),
+                        ("num_output: 16 kernel_size: 5", (2, 1, 28, 28)),  # 16 -> 32 channels: too much padding
                         ("num_output: 32 kernel_size: 3 pad: 1", (2, 32, 4, 4))]:
         layer = make(f"convolution_param {{ {text} }}")
         layer.set_up([blob(shape)], [Blob()])
         assert not layer.direct, text
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-part", "split"])
+@pytest.mark.parametrize("text,shape", [
+    ("convolution_param { num_output: 20 kernel_size: 5 }", (3, 1, 28, 28)),   # LeNet's conv1
+    ("convolution_param { num_output: 50 kernel_size: 5 }", (3, 20, 12, 12)),  # LeNet's conv2
+])
+def test_forward_only_direct_with_padded_output_channels(monkeypatch, text, shape, split):
+    _one_part(monkeypatch)
+    monkeypatch.setattr(convolution, "DIRECT", False)
+    _, want = _run(text, shape, 1 << 30, split, monkeypatch)
+    monkeypatch.setattr(convolution, "DIRECT", True)
+    layer, got = _run(text, shape, 1 << 30, split, monkeypatch)
+    assert layer.direct and not layer.direct_bwd  # the backward keeps the column path
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(b).max()))
 
 
 def test_gradient_check_on_the_direct_path(monkeypatch):
