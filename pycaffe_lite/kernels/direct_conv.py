@@ -396,9 +396,11 @@ def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros,
     ``need_b``), ``acc += dW`` in the packed layout of :func:`conv_wgrad_direct` (``need_w``) and
     ``dx`` = the forward over the top diff padded by (kh - 1 - ph, kw - 1 - pw) with the rotated
     filters ``wT`` (``need_x``; then ph < kh and pw < kw).  ``zeros``: C zeros (dx's bias);
-    ``lanes``: 16 O floats of scratch for the bias gradient's per-lane sums."""
+    ``lanes``: 16 O floats of scratch for the bias gradient's per-lane sums.  The top diff goes
+    channels last with its O channels padded to whole blocks of 32 (zeros)."""
     n, C, H, W = x.shape
     O, OH, OW = dy.shape[1], dy.shape[2], dy.shape[3]
+    Oc = (O + OBLOCK - 1) // OBLOCK * OBLOCK
     Hp = H + 2 * ph
     Wp = W + 2 * pw
     qh = max(kh - 1 - ph, 0) if need_x else 0  # the top diff's pad: only dx reads it
@@ -412,14 +414,14 @@ def conv_backward_chunks(x, dy, ph, pw, kh, kw, wT, dx, acc, db, xp, dyp, zeros,
                 _channel_sums(dy[n0:n1], db)
             continue
         if need_b:
-            pad_nhwc_sum(dy[n0:n1], qh, qw, O, dyp, db, lanes)
+            pad_nhwc_sum(dy[n0:n1], qh, qw, Oc, dyp, db, lanes)
         else:
-            pad_nhwc(dy[n0:n1], qh, qw, O, dyp)
+            pad_nhwc(dy[n0:n1], qh, qw, Oc, dyp)
         if need_w:
             pad_nhwc(x[n0:n1], ph, pw, C, xp)
-            conv_wgrad_direct(xp, n1 - n0, Hp, Wp, C, dyp, O, OHp, OWp, qh, qw, OH, OW, kh, kw, acc)
+            conv_wgrad_direct(xp, n1 - n0, Hp, Wp, C, dyp, Oc, OHp, OWp, qh, qw, OH, OW, kh, kw, acc)
         if need_x:
-            conv_forward_direct(dyp, n1 - n0, OHp, OWp, O, wT, kh, kw, zeros, dx[n0:n1])
+            conv_forward_direct(dyp, n1 - n0, OHp, OWp, Oc, wT, kh, kw, zeros, dx[n0:n1])
 
 
 @njit(cache=True, nogil=True)
@@ -462,19 +464,19 @@ def pack_rotated_filters(wpk, O, C, kh, kw, out):
 @njit(cache=True, nogil=True)
 def add_packed_gradient(acc, parts, kh, kw, mask, dw):
     """``dw`` (O, C*kh*kw) in Caffe's order ``+=`` the sum of ``parts`` packed weight gradients
-    ``acc`` (parts, O/B, kh, R, B) (:func:`conv_wgrad_direct`), times ``mask`` (O, C) if it is
+    ``acc`` (parts, ceil(O/B), kh, R, B) (:func:`conv_wgrad_direct`; the rows past O are padding), times ``mask`` (O, C) if it is
     not empty (a connection table: the unlisted filters never move)."""
     O, K = dw.shape
     C = K // (kh * kw)
     masked = mask.size > 0
     B = acc.shape[4]
-    for ob in range(O // B):  # a block of B rows of dw is written a column at a time
+    for ob in range((O + B - 1) // B):  # a block of B rows of dw is written a column at a time
         for c in range(C):
             for di in range(kh):
                 for dj in range(kw):
                     at = dj * C + c
                     col = (c * kh + di) * kw + dj
-                    for oo in range(B):
+                    for oo in range(min(B, O - ob * B)):
                         o = ob * B + oo
                         if masked and not mask[o, c]:
                             continue

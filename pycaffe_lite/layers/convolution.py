@@ -344,7 +344,7 @@ class ConvolutionLayer(Layer):
         plain = self.group == 1 and self.sh == self.sw == 1 and self.dh == self.dw == 1
         self.direct = (DIRECT and not numba.config.DISABLE_JIT and plain and OW % DIRECT_TILE == 0
                        and Opad <= DIRECT_MAX_PAD * O)
-        self.direct_bwd = self.direct and O == Opad and self.K >= DIRECT_MIN_K
+        self.direct_bwd = self.direct and self.K >= DIRECT_MIN_K
         self.direct_dx = (self.direct_bwd and C % OBLOCK == 0 and W % DIRECT_TILE == 0
                           and self.ph < self.kh and self.pw < self.kw)
         if not self.direct:
@@ -352,15 +352,15 @@ class ConvolutionLayer(Layer):
         self._xp_dims = (H + 2 * self.ph, W + 2 * self.pw)
         self._q = (self.kh - 1 - self.ph, self.kw - 1 - self.pw)  # the top diff's pad for dx
         self._dyp_dims = (OH + 2 * max(self._q[0], 0), OW + 2 * max(self._q[1], 0))
-        per_image = 4 * C * self._xp_dims[0] * self._xp_dims[1] + 4 * O * self._dyp_dims[0] * self._dyp_dims[1]
+        per_image = 4 * C * self._xp_dims[0] * self._xp_dims[1] + 4 * Opad * self._dyp_dims[0] * self._dyp_dims[1]
         self.direct_step = max(1, min(N, DIRECT_CHUNK_BYTES // per_image))
         # 64-byte aligned: the kernels' vector loads then never straddle two cache lines
         self._w_direct = aligned_zeros(Opad * self.kh * self.kw * C).reshape(-1, self.kh, self.kw * C, OBLOCK)
         if self.direct_bwd:
-            B, _, R = wgrad_blocks(O, self.kw * C)
-            self._wT_direct = (aligned_zeros(self.kh * self.kw * O * C).reshape(C // OBLOCK, self.kh, self.kw * O,
-                                                                                 OBLOCK) if self.direct_dx else None)
-            self._dw_direct = aligned_zeros(2 * O * self.kh * R).reshape(2, O // B, self.kh, R, B)
+            B, _, R = wgrad_blocks(Opad, self.kw * C)
+            self._wT_direct = (aligned_zeros(self.kh * self.kw * Opad * C).reshape(C // OBLOCK, self.kh, self.kw * Opad,
+                                                                                    OBLOCK) if self.direct_dx else None)
+            self._dw_direct = aligned_zeros(2 * Opad * self.kh * R).reshape(2, Opad // B, self.kh, R, B)
         self._no_mask = np.empty((0, 0), np.bool_)
         self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
         self._lanes = aligned_zeros(2 * 16 * O).reshape(2, 16 * O)  # per-lane bias-gradient sums, per half
@@ -374,7 +374,7 @@ class ConvolutionLayer(Layer):
         for ``step`` images, plus the slack the weight gradient's tiles may read past the end."""
         _, C, _, _ = self._key
         sizes = (step * C * self._xp_dims[0] * self._xp_dims[1],
-                 step * self.num_output * self._dyp_dims[0] * self._dyp_dims[1] if dy else 0)
+                 step * self._w_direct.shape[0] * OBLOCK * self._dyp_dims[0] * self._dyp_dims[1] if dy else 0)
         out = [[] for _ in range(parts)]
         for slot, m in zip((4, 5), sizes):
             cap = -(-(m + SLACK) // 16) * 16
@@ -389,7 +389,7 @@ class ConvolutionLayer(Layer):
         degrees with input and output channels swapped."""
         pack_filters(W2, self.kh, self.kw, self._w_direct.reshape(-1))
         if rotated and self.direct_bwd and self.direct_dx:
-            pack_rotated_filters(self._w_direct.reshape(-1), self.num_output, self.channels, self.kh, self.kw,
+            pack_rotated_filters(self._w_direct.reshape(-1), self._w_direct.shape[0] * OBLOCK, self.channels, self.kh, self.kw,
                                  self._wT_direct.reshape(-1))
 
     def _forward_direct(self, x: np.ndarray, y: np.ndarray, part: tuple) -> None:

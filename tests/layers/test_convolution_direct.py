@@ -23,6 +23,8 @@ CASES = [
                  id="rows-not-8-dx-rows"),
     pytest.param("convolution_param { num_output: 32 kernel_h: 3 kernel_w: 1 pad_h: 1 bias_term: false }",
                  (2, 64, 3, 8), True, id="1-wide-no-bias"),
+    pytest.param("convolution_param { num_output: 48 kernel_size: 3 pad: 1 }", (2, 32, 8, 8), True,
+                 id="48-channels-padded-to-64"),
 ]
 
 
@@ -78,17 +80,17 @@ def test_strided_grouped_or_small_layers_keep_the_column_path():
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one-part", "split"])
-@pytest.mark.parametrize("text,shape", [
-    ("convolution_param { num_output: 20 kernel_size: 5 }", (3, 1, 28, 28)),   # LeNet's conv1
-    ("convolution_param { num_output: 50 kernel_size: 5 }", (3, 20, 12, 12)),  # LeNet's conv2
+@pytest.mark.parametrize("text,shape,backward", [
+    ("convolution_param { num_output: 20 kernel_size: 5 }", (3, 1, 28, 28), False),   # LeNet's conv1
+    ("convolution_param { num_output: 50 kernel_size: 5 }", (3, 20, 12, 12), True),   # LeNet's conv2: dx by rows
 ])
-def test_forward_only_direct_with_padded_output_channels(monkeypatch, text, shape, split):
+def test_direct_with_padded_output_channels(monkeypatch, text, shape, backward, split):
     _one_part(monkeypatch)
     monkeypatch.setattr(convolution, "DIRECT", False)
     _, want = _run(text, shape, 1 << 30, split, monkeypatch)
     monkeypatch.setattr(convolution, "DIRECT", True)
     layer, got = _run(text, shape, 1 << 30, split, monkeypatch)
-    assert layer.direct and not layer.direct_bwd  # the backward keeps the column path
+    assert layer.direct and layer.direct_bwd is backward and not layer.direct_dx  # small patches: columns
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(b).max()))
 
