@@ -571,9 +571,10 @@ def memory_main(iters: list[int]) -> int:
     logging.getLogger("pycaffe_lite").setLevel(logging.WARNING)
     rss_import = _rss_mb()
     # Load (or compile) every kernel and code path LeNet's training uses (Data, Accuracy, the test
-    # net) on a throwaway copy with batch size 1, so that the baseline holds Python, NumPy, Numba
+    # net) on a throwaway copy with batch size 2 (the smallest batch the convolutions split over two
+    # threads, so their two-thread kernels load too), so that the baseline holds Python, NumPy, Numba
     # and the kernels but no LeNet-sized arrays.
-    warm = pycaffe_lite.SGDSolver(_lenet_solver_param(max(iters), batch_size=1))
+    warm = pycaffe_lite.SGDSolver(_lenet_solver_param(max(iters), batch_size=2))
     warm.step(2)
     del warm
     gc.collect()
