@@ -1,5 +1,6 @@
 """pycaffe_lite._split: two halves of a job on the caller and a persistent worker thread."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -291,3 +292,18 @@ def test_meanwhile_runs_once_and_its_error_waits_for_the_worker(whole_now, monke
     assert not w.busy.locked()  # and the worker is free for the next caller
     ran.clear()
     assert _split.gemm_halves(first, second, whole, 1.0, 0.0, lambda: ran.append(2)) and ran == [2]
+
+
+def test_the_caller_watches_the_worker_finish_its_numbered_job():
+    worker = _split._Worker()
+    assert worker._join_checks > 0  # with the JIT on, the caller spins before it sleeps
+    out = np.zeros(2)
+    for k in range(1, 4):
+        def fn(i, k=k):
+            time.sleep(0.002)  # both halves long enough for the worker to take its own
+            out[i] = k
+
+        worker.run(fn, 0, 1)
+        assert list(out) == [k, k] and worker._seq == k
+        if worker._finished[0]:  # the worker ran a half: its number is published before done
+            assert worker._finished[0] <= k
