@@ -29,6 +29,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .spin import _compare_exchange, _load_acquire
+
 #: output pixels (forward) or patch entries (weight gradient) per tile
 TILE = 8
 #: output channels per tile: two vectors of 16 floats
@@ -376,14 +378,30 @@ def _channel_sums(x, sums):
 
 
 @njit(cache=True, nogil=True)
-def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, step):
+def take_next(counter):
+    """Atomically ``counter[0] += 1``; the value before (a work item only this caller gets)."""
+    while True:
+        v = _load_acquire(counter, 0)
+        if _compare_exchange(counter, 0, v, v + 1):
+            return v
+
+
+@njit(cache=True, nogil=True)
+def conv_forward_chunks(x, ph, pw, wpk, kh, kw, bias, y, xp, step, counter):
     """``y = conv(x) + bias`` (stride 1, pad (ph, pw)) ``step`` images at a time: each chunk
-    padded channels last into ``xp`` and run through :func:`conv_forward_direct`; one call per
-    half of a split batch, so the two threads never meet at the GIL between chunks."""
+    padded channels last into ``xp`` and run through :func:`conv_forward_direct`.  The chunks are
+    taken from the shared ``counter`` (zero at the start), so the two threads of a split batch
+    call this at once, each with its own ``xp``, and whichever runs faster does more of them (a
+    fixed half each left one thread idle for 40-100 us at the end: the worker wakes later and its
+    core is often the busier).  Each chunk writes only its own images: the result does not
+    depend on who ran it."""
     n, C, H, W = x.shape
     Hp = H + 2 * ph
     Wp = W + 2 * pw
-    for n0 in range(0, n, step):
+    while True:
+        n0 = take_next(counter) * step
+        if n0 >= n:
+            return
         n1 = min(n, n0 + step)
         pad_nhwc(x[n0:n1], ph, pw, C, xp)
         conv_forward_direct(xp, n1 - n0, Hp, Wp, C, wpk, kh, kw, bias, y[n0:n1])

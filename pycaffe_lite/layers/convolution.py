@@ -363,6 +363,7 @@ class ConvolutionLayer(Layer):
             self._dw_direct = aligned_zeros(2 * Opad * self.kh * R).reshape(2, Opad // B, self.kh, R, B)
         self._no_mask = np.empty((0, 0), np.bool_)
         self._zeros = np.zeros(max(O, C), np.float32)  # the bias of a layer without one, and of dx
+        self._chunk_counter = np.zeros(1, np.int64)  # the next chunk of a forward pass (conv_forward_chunks)
         self._lanes = aligned_zeros(2 * 16 * O).reshape(2, 16 * O)  # per-lane bias-gradient sums, per half
 
     def _use_direct(self, cut: int, backward: bool = False) -> bool:
@@ -392,12 +393,12 @@ class ConvolutionLayer(Layer):
             pack_rotated_filters(self._w_direct.reshape(-1), self._w_direct.shape[0] * OBLOCK, self.channels, self.kh, self.kw,
                                  self._wT_direct.reshape(-1))
 
-    def _forward_direct(self, x: np.ndarray, y: np.ndarray, part: tuple) -> None:
-        """Images ``lo:hi`` of ``part = (lo, hi, step, (xp, _))`` through the direct kernel."""
-        lo, hi, step, (xp, _) = part
+    def _forward_direct(self, x: np.ndarray, y: np.ndarray, scratch: tuple) -> None:
+        """This thread's share of the chunks of ``self.direct_step`` images (see
+        ``conv_forward_chunks``: the chunks are taken from ``self._chunk_counter``)."""
         bias = self.blobs[1].data if self.bias_term else self._zeros
-        conv_forward_chunks(x[lo:hi], self.ph, self.pw, self._w_direct.reshape(-1), self.kh, self.kw, bias, y[lo:hi],
-                            xp, step)
+        conv_forward_chunks(x, self.ph, self.pw, self._w_direct.reshape(-1), self.kh, self.kw, bias, y,
+                            scratch[0], self._fstep, self._chunk_counter)
 
     def _backward_direct(self, x, dy, dx, flags: tuple, part: tuple) -> None:
         """Images ``lo:hi`` of ``part = (k, lo, hi, step, (xp, dyp))`` on the direct path: dW into
@@ -432,16 +433,16 @@ class ConvolutionLayer(Layer):
         cut = _split_at(N)
         if self._use_direct(cut):
             self._pack_direct(W2, False)
-            step = min(self.direct_step, cut) if cut else self.direct_step
-            scratch = self._direct_scratch(step, 2 if cut else 1, False)
+            # small chunks (1/32 of the batch): the faster thread takes the last ones, and the two
+            # end within a chunk of each other
+            self._fstep = max(1, min(self.direct_step, N // 32)) if cut else self.direct_step
+            scratch = self._direct_scratch(self._fstep, 2 if cut else 1, False)
             for b, t in zip(bottom, top):
-                def half(part, x=b.data, y=t.data):
-                    self._forward_direct(x, y, part)
-
+                self._chunk_counter[0] = 0
                 if not cut:
-                    half((0, N, step, scratch[0]))
+                    self._forward_direct(b.data, t.data, scratch[0])
                     continue
-                run_halves(half, (0, cut, step, scratch[0]), (cut, N, step, scratch[1]))
+                run_halves(lambda s, x=b.data, y=t.data: self._forward_direct(x, y, s), scratch[0], scratch[1])
             return
         if self.nhwc:
             W2 = self._channels_last(W2)
