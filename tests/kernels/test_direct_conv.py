@@ -143,3 +143,26 @@ def test_input_gradient_is_the_forward_over_the_padded_top_diff(n, C, H, W, O, k
             full[:, :, di:di + OH, dj:dj + OW] += np.einsum("nohw,oc->nchw", dy, Wt[:, :, di, dj].astype(np.float64))
     want = full[:, :, p:p + H, p:p + W]
     np.testing.assert_allclose(dx, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_take_next_hands_out_each_chunk_once_across_threads():
+    import threading
+
+    from pycaffe_lite.kernels.direct_conv import take_next
+
+    counter = np.zeros(1, np.int64)
+    got = [[], []]
+
+    def worker(k):
+        while True:
+            v = take_next(counter)
+            if v >= 20000:
+                return
+            got[k].append(v)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got[0] + got[1]) == list(range(20000))
