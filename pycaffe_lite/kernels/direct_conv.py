@@ -169,14 +169,24 @@ def _wgrad_intrinsic(T: int, NV: int):
                 with cgutils.for_range(builder, nrows_) as i:
                     xi = builder.gep(xb, [builder.mul(i.index, xrs_)])
                     di = builder.gep(db, [builder.mul(i.index, drs_)])
-                    with cgutils.for_range(builder, ncols_) as j:
-                        xj = builder.gep(xi, [builder.mul(j.index, cs_)])
-                        dj = builder.gep(di, [builder.mul(j.index, dps_)])
+
+                    def pixel(jx):
+                        xj = builder.gep(xi, [builder.mul(jx, cs_)])
+                        dj = builder.gep(di, [builder.mul(jx, dps_)])
                         dvec = [builder.load(_vec_at(builder, dj, i64(16 * v)), align=4) for v in range(NV)]
                         for t in range(T):
                             s = _broadcast(builder, builder.load(builder.gep(xj, [i64(t)]), align=4))
                             for v in range(NV):
                                 builder.store(builder.call(fma, [s, dvec[v], builder.load(acc[t][v])]), acc[t][v])
+
+                    # rows of 8 pixels (CIFAR-10 quick's conv3, LeNet's conv2) written out: the
+                    # loop's own work was a fifth of so short a row's
+                    with builder.if_else(builder.icmp_signed("==", ncols_, i64(8))) as (eight, other):
+                        with eight:
+                            for jj in range(8):
+                                pixel(i64(jj))
+                        with other, cgutils.for_range(builder, ncols_) as j:
+                            pixel(j.index)
             for t in range(T):
                 for v in range(NV):
                     builder.store(builder.load(acc[t][v]), _vec_at(builder, abase, i64(t * W + 16 * v)), align=4)
