@@ -84,6 +84,23 @@ def make_pool_geom(H: int, W: int, kh: int, kw: int, sh: int = 1, sw: int = 1,
     return np.array([H, W, kh, kw, sh, sw, ph, pw, OH, OW], dtype=np.int64)
 
 
+@njit(inline="always")
+def _window_max(xc, h0, h1, w0, w1, W):
+    """The maximum of plane ``xc`` over rows ``h0:h1`` and columns ``w0:w1`` and its flat index
+    (-FLT_MAX and -1 for an empty window; NaN never wins, the first maximum in scan order does:
+    Caffe's rule).  Inlined into the kernels: no call per window."""
+    maxval = _NEG_FLT_MAX
+    maxidx = -1
+    for h in range(h0, h1):
+        xrow = xc[h]
+        for w in range(w0, w1):
+            v = xrow[_U(w)]
+            if v > maxval:  # strict: the first maximum in scan order wins
+                maxval = v
+                maxidx = h * W + w
+    return maxval, maxidx
+
+
 @njit(cache=True, parallel=True)
 def max_pool_forward(x, geom, out_y, out_mask):
     """MAX pooling: ``x (N, C, H, W)`` -> ``out_y (N, C, OH, OW)``, ``out_mask`` int16/int32 argmax."""
@@ -114,16 +131,7 @@ def max_pool_forward(x, geom, out_y, out_mask):
             for ow in range(OW):
                 wstart = ow * sw - pw
                 wend = min(wstart + kw, W)
-                wstart = max(wstart, 0)
-                maxval = _NEG_FLT_MAX
-                maxidx = -1
-                for h in range(hstart, hend):
-                    xrow = xc[h]
-                    for w in range(wstart, wend):
-                        v = xrow[_U(w)]
-                        if v > maxval:  # strict: the first maximum in scan order wins
-                            maxval = v
-                            maxidx = h * W + w
+                maxval, maxidx = _window_max(xc, hstart, hend, max(wstart, 0), wend, W)
                 yrow[_U(ow)] = maxval
                 mrow[_U(ow)] = maxidx
 
@@ -184,16 +192,7 @@ def max_pool_forward_2x2(x, geom, out_y, out_mask):
             hend = min(h0 + 2, H)
             for ow in range(start, OW):
                 wstart = ow * sw
-                wend = min(wstart + 2, W)
-                maxval = _NEG_FLT_MAX
-                maxidx = -1
-                for h in range(h0, hend):
-                    xrow = xc[h]
-                    for w in range(wstart, wend):
-                        v = xrow[_U(w)]
-                        if v > maxval:
-                            maxval = v
-                            maxidx = h * W + w
+                maxval, maxidx = _window_max(xc, h0, hend, wstart, min(wstart + 2, W), W)
                 yrow[_U(ow)] = maxval
                 mrow[_U(ow)] = maxidx
 
