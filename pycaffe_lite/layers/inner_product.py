@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._split import available_cpus, gemm_halves, matmul_halves, split_point
+from .._split import available_cpus, matmul_halves, split_point
 from .._threads import SerialBlas, blas_libs
 from ..layer import Layer
 from ..registry import register_layer
 
-#: Products of this many multiply-adds (M x K x N) run as two halves at once, one on
+#: Forward products of this many multiply-adds (M x K x N) run as two halves at once, one on
 #: pycaffe_lite/_split.py's GIL-free worker, each with one BLAS thread, when two threads are
 #: wanted: OpenBLAS's own two threads meet at a cost that is a large part of products this small.
-#: Forward: rows of y; backward: rows of dW (accumulated by sgemm with beta 1, as Caffe does) and
-#: of dx.  Measured (median of 300-400 calls, one process): CIFAR-10 quick's ip1 (100 x 1024 x 64)
-#: forward 74 us split against 86 us with BLAS's threads and 112 us on one; LeNet's ip1 (64 x 800 x
-#: 500) forward 0.275 against 0.314 ms.  (0, 0): never.
+#: The forward's rows of y (see ``backward`` for why not the backward).  Measured (median of
+#: 300-400 calls, one process): CIFAR-10 quick's ip1 (100 x 1024 x 64) 74 us split against 86 us
+#: with BLAS's threads and 112 us on one; LeNet's ip1 (64 x 800 x 500) 0.275 against 0.314 ms.
+#: (0, 0): never.
 SPLIT_MACS = (1 << 20, 64 << 20)
 
 @register_layer("InnerProduct", v1="INNER_PRODUCT")
@@ -102,30 +102,23 @@ class InnerProductLayer(Layer):
             y += self.blobs[1].data
 
     def backward(self, top, propagate_down, bottom) -> None:
+        # Not split over two threads: in dW's rows the product worker's halves and whole products
+        # differed in the last bit (so a training run did not repeat exactly), and dx's halves
+        # alone gained nothing over BLAS's two threads (LeNet's ip1).
         dy = top[0].diff.reshape(self.M, self.N)
         x = bottom[0].data.reshape(self.M, self.K)
         W = self.blobs[0]
-        split = self._split_forward()
         if self.param_propagate_down[0]:
-            # Parameter diffs accumulate (iter_size, shared weights)
-            a, b = (x.T, dy) if self.transpose else (dy.T, x)
-            done = False
-            if split:
-                k = split_point(a.shape[0])
-                with SerialBlas():
-                    done = gemm_halves((a[:k], b, W.diff[:k]), (a[k:], b, W.diff[k:]), (a, b, W.diff), 1.0, 1.0)
-            if not done:
-                np.matmul(a, b, out=self._weight_tmp)
-                W.diff += self._weight_tmp
+            # Parameter diffs accumulate (iter_size, shared weights): compute into a
+            # scratch buffer, then add.
+            if self.transpose:
+                np.matmul(x.T, dy, out=self._weight_tmp)
+            else:
+                np.matmul(dy.T, x, out=self._weight_tmp)
+            W.diff += self._weight_tmp
         if self.bias_term and self.param_propagate_down[1]:
             np.sum(dy, axis=0, out=self._bias_tmp)
             self.blobs[1].diff += self._bias_tmp
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.M, self.K)
-            Wm = W.data.T if self.transpose else W.data
-            if split:
-                k = self._cut
-                with SerialBlas():
-                    matmul_halves((dy[:k], Wm, dx[:k]), (dy[k:], Wm, dx[k:]), (dy, Wm, dx))
-            else:
-                np.matmul(dy, Wm, out=dx)
+            np.matmul(dy, W.data.T if self.transpose else W.data, out=dx)

@@ -153,29 +153,3 @@ def test_small_or_large_products_are_not_split():
     assert layer._cut == 0  # 600 multiply-adds: whole
     layer, _, _ = setup_layer(ip(num_output=64), [(100, 64, 4, 4)])
     assert layer._cut == 48  # CIFAR-10 quick's ip1
-
-
-@pytest.mark.parametrize("extra", ["", "transpose: true"])
-def test_backward_split_accumulates_like_the_whole_product(monkeypatch, extra):
-    from pycaffe_lite.layers import inner_product
-
-    layer, bottom, top = setup_layer(ip(extra, num_output=40), [(50, 3, 4, 4)])
-    forward(layer, bottom, top)
-    dy = np.random.default_rng(3).uniform(-1, 1, top[0].shape).astype(np.float32)
-    results = []
-    for split in (False, True):
-        monkeypatch.setattr(inner_product.InnerProductLayer, "_split_forward", lambda self, s=split: s and self._cut > 0)
-        top[0].diff[...] = dy
-        for b in layer.blobs:
-            b.diff[...] = 0.5  # parameter diffs accumulate
-        for _ in range(2):  # the product chooser may run it split or whole: both must agree
-            layer.run_backward(top, [True], bottom)
-        results.append([bottom[0].diff.copy()] + [b.diff.copy() for b in layer.blobs])
-    x = bottom[0].data.reshape(50, -1).astype(np.float64)
-    W = layer.blobs[0].data.astype(np.float64)
-    dW = x.T @ dy if "transpose" in extra else dy.T @ x
-    np.testing.assert_allclose(results[1][1], 0.5 + 2 * dW, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(results[1][0].reshape(50, -1), dy @ (W.T if "transpose" in extra else W), rtol=1e-4,
-                               atol=1e-4)
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
