@@ -9,14 +9,15 @@ from .._threads import SerialBlas, blas_libs
 from ..layer import Layer
 from ..registry import register_layer
 
-#: Forward products of this many multiply-adds (M x K x N) run as two halves at once, one on
-#: pycaffe_lite/_split.py's GIL-free worker, each with one BLAS thread, when two threads are
-#: wanted: OpenBLAS's own two threads meet at a cost that is a large part of products this small.
-#: The forward's rows of y (see ``backward`` for why not the backward).  Measured (median of
-#: 300-400 calls, one process): CIFAR-10 quick's ip1 (100 x 1024 x 64) 74 us split against 86 us
-#: with BLAS's threads and 112 us on one; LeNet's ip1 (64 x 800 x 500) 0.275 against 0.314 ms.
-#: (0, 0): never.
-SPLIT_MACS = (1 << 20, 64 << 20)
+#: Forward products of this many multiply-adds (M x K x N) run as two halves of the rows at once,
+#: one on pycaffe_lite/_split.py's GIL-free worker, each with one BLAS thread, when two threads are
+#: wanted: OpenBLAS's own two threads meet at a cost that is a large part of so small a product.
+#: Measured (CIFAR-10 quick's ip1, 100 x 1024 x 64, median of 300 calls): 74 us split against
+#: 86 us with BLAS's threads and 112 us on one.  LeNet's ip1 (64 x 800 x 500) keeps BLAS's
+#: threads: split, it measured 0.27 against 0.31 ms alone, but in training the worker's spin after
+#: the product (pycaffe_lite/_split.py WORKER_SPIN_US) took a core from the layers after it, and
+#: LeNet's iteration went from 4.7-5.1 ms to 5.1-6.8.  (0, 0): never.
+SPLIT_MACS = (1 << 20, 16 << 20)
 
 @register_layer("InnerProduct", v1="INNER_PRODUCT")
 class InnerProductLayer(Layer):
