@@ -24,7 +24,7 @@ Sections (``--sections``, comma-separated; default all):
   layers   per layer forward and backward, LeNet and CIFAR-10 quick shapes (goal <= 1.2x)
   deploy   CaffeNet forward, batch 10
   scaling  LeNet train iteration at batch 16..256 (ms per image: flat means linear)
-  threads  1 vs 2 threads (goal >= 1.6x for conv-heavy nets)
+  threads  1 vs 2 threads, back to back in each round (goal >= 1.6x for conv-heavy nets)
   memory   peak RSS while training LeNet vs the bytes the net needs; RSS growth over iterations
   startup  ``plite train`` to its first iteration, kernels cached and cold; compile time per kernel
 """
@@ -449,6 +449,29 @@ class Bench:
         return ours, peer, ratio
 
 
+    def speedup(self, net: str, batch: int, mode: str, what: str) -> dict:
+        """Per framework: (1-thread ms, 2-thread ms, median of the per-round ratios 1 thr / 2 thr).
+        Within a round each framework runs at 1 and at 2 threads back to back (the order flips
+        every round), so a drift of the machine's speed moves both sides of a ratio alike."""
+        key = f"{net}:{batch}:{mode}"
+        workers = [w for w in (self.ours, self.peer) if w is not None]
+        for w in workers:
+            self._ensure(w, key, net, batch, mode)
+        reps = {}
+        for w in workers:
+            for th in (1, 2):
+                w.call("time", key=key, what=what, reps=1, threads=th)
+                t = min(w.call("time", key=key, what=what, reps=1, threads=th)["ms"] for _ in range(2))
+                reps[w, th] = max(1, min(2000, round(self.args.round_s * 1e3 / max(t, 1e-3))))
+        times = {(w, th): [] for w in workers for th in (1, 2)}
+        for r in range(self.args.rounds):
+            for w in (workers if r % 2 == 0 else workers[::-1]):
+                for th in ((1, 2) if r % 2 == 0 else (2, 1)):
+                    times[w, th].append(w.call("time", key=key, what=what, reps=reps[w, th], threads=th)["ms"])
+        return {w: (statistics.median(times[w, 1]), statistics.median(times[w, 2]),
+                    statistics.median(a / b for a, b in zip(times[w, 1], times[w, 2]))) for w in workers}
+
+
 def _f(x, fmt="{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -525,13 +548,12 @@ def section_threads(b: Bench, out: list) -> None:
              (f"CIFAR-10 quick train, batch {a.cifar_batch}", "cifar10_quick", a.cifar_batch, "train", "train"),
              (f"CaffeNet forward, batch {a.deploy_batch}", "caffenet", a.deploy_batch, "deploy", "forward")]
     for label, net, batch, mode, what in cases:
-        o1, p1, _ = b.measure(net, batch, mode, what, 1)
-        o2, p2, _ = b.measure(net, batch, mode, what, 2)
-        so = o1 / o2
-        sp = None if p1 is None else p1 / p2
+        res = b.speedup(net, batch, mode, what)
+        o1, o2, so = res[b.ours]
+        p1, p2, sp = res[b.peer] if b.peer is not None else (None, None, None)
         out.append(f"| {label} | {_f(o1)} | {_f(o2)} | {_f(so)} | {_f(p1)} | {_f(p2)} | {_f(sp)} | "
                    f"{_verdict(so, 1.6, le=False)} |")
-    out.append("")
+    out += ["", "(speed-up: the median of per-round ratios; each round runs 1 and 2 threads back to back)", ""]
 
 
 # ---------------------------------------------------------------------------- memory

@@ -68,3 +68,15 @@ def test_unknown_section_is_an_error_naming_the_choices():
                        cwd=ROOT, timeout=60, check=False)
     assert r.returncode == 2
     assert "unknown section(s) gpu; choose from train, layers" in r.stderr
+
+
+def test_threads_section_pairs_one_and_two_threads_per_round():
+    out = _run("--quick", "--no-torch", "--sections", "threads", "--batch", "4", "--cifar-batch", "2",
+               "--deploy-batch", "1", "--rounds", "2", "--round-s", "0.001")
+    rows = _rows(out, "| case | pycaffe_lite 1 thr ms |")
+    assert [r[0] for r in rows] == ["LeNet train, batch 4", "CIFAR-10 quick train, batch 2", "CaffeNet forward, batch 1"]
+    for r in rows:
+        one, two, speedup = float(r[1]), float(r[2]), float(r[3])
+        assert one > 0 and two > 0 and speedup > 0
+        assert r[4:7] == ["-", "-", "-"] and r[7] in ("yes", "no")
+    assert "each round runs 1 and 2 threads back to back" in out
