@@ -90,6 +90,23 @@ WGRAD_KERNEL_MAX = 1024
 #: (0: never).  Measured at one thread, LeNet conv1's 64 images: 0.36-0.38 ms against 0.54-0.56
 #: ms for the dy copy + im2col + wgrad_accumulate it replaces (alternating in one process).
 SHIFTED_WGRAD_MAX_K = 32
+def _wide_vectors() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512 (the host's, unless NUMBA_CPU_NAME or
+    NUMBA_CPU_FEATURES say otherwise)."""
+    from numba.core import config
+
+    try:
+        if config.CPU_FEATURES:
+            return "+avx512f" in config.CPU_FEATURES.split(",")
+        if config.CPU_NAME and config.CPU_NAME != "host":
+            return False
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("avx512f"))
+    except Exception:  # noqa: BLE001 - no feature list: assume none
+        return False
+
+
 #: Direct convolution (kernels/direct_conv.py: no columns, register tiles of 8 pixels x 32
 #: channels) for stride-1, undilated, group-1 layers whose output rows come in tiles of 8, in the
 #: forward pass when padding the output channels to blocks of 32 wastes at most
@@ -99,8 +116,11 @@ SHIFTED_WGRAD_MAX_K = 32
 #: batch: CIFAR-10 quick's conv2 forward 2.65 ms (247 GFLOP/s) where the rows and GEMM took ~5 ms
 #: at two threads for the whole batch; weight gradient 209 GFLOP/s, input gradient 259; LeNet's
 #: conv1 forward 0.14 ms for 32 images (20 channels padded to 32) against ~0.2 through columns,
-#: conv2 0.53 (50 padded to 64) against ~0.48.  False: never (tests may set it).
-DIRECT = True
+#: conv2 0.53 (50 padded to 64) against ~0.48.  On by default only where Numba generates AVX-512
+#: code (32 vector registers of 16 floats: the tile's 16 accumulators, two weight vectors and a
+#: broadcast fit); elsewhere LLVM would split each vector in two or four and spill the tile, and
+#: the column path (BLAS) stays.  False: never (tests may set it).
+DIRECT = _wide_vectors()
 DIRECT_MIN_K = 64
 DIRECT_MAX_PAD = 1.6
 #: Images per chunk on the direct path: the padded input and top diff of this many bytes' worth

@@ -29,7 +29,9 @@ CASES = [
 
 
 def _one_part(monkeypatch):
-    """The direct path without a split (as on one thread)."""
+    """The direct path (on even where it is off by default: no AVX-512) without a split (as on one
+    thread)."""
+    monkeypatch.setattr(convolution, "DIRECT", True)
     monkeypatch.setattr(ConvolutionLayer, "_use_direct",
                         lambda self, cut, backward=False: self.direct_bwd if backward else self.direct)
 
@@ -102,3 +104,15 @@ def test_gradient_check_on_the_direct_path(monkeypatch):
     x, top = blob((2, 32, 8, 8)), Blob()
     assert check_gradient(layer, [x], [top], max_checks_per_blob=60, seed=None) > 0
     assert layer.direct and layer.direct_dx
+
+
+def test_the_direct_path_is_on_by_default_only_for_avx512_code(monkeypatch):
+    from numba.core import config
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+fma")
+    assert convolution._wide_vectors() is False
+    monkeypatch.setattr(config, "CPU_FEATURES", "+avx2,+avx512f,+fma")
+    assert convolution._wide_vectors() is True
+    monkeypatch.setattr(config, "CPU_FEATURES", None)
+    monkeypatch.setattr(config, "CPU_NAME", "generic")
+    assert convolution._wide_vectors() is False
