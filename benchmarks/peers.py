@@ -365,6 +365,11 @@ class Worker:
 
     def __init__(self, kind: str) -> None:
         env = dict(os.environ)
+        # The benchmark sets the thread counts itself; training's busy-machine guard
+        # (pycaffe_lite/_threads.py) would count the other framework's threads, still running as a
+        # round hands over, as a busy machine and hold BLAS to one thread in our next rounds
+        # (LeNet's 2-thread iteration read 5.5 instead of 4.8 ms in one process with it on).
+        env.setdefault("PLITE_ADAPT_THREADS", "0")
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", kind],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         hello = json.loads(self.proc.stdout.readline() or '{"missing": "the worker died"}')
