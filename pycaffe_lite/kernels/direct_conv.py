@@ -479,7 +479,7 @@ def pack_filters(w, kh, kw, out):
                     else:
                         for o in range(OBLOCK):
                             out[at + o] = w[ob * OBLOCK + o, src] if o < n else np.float32(0)
-    return t
+    return t  # returned so that the compiler keeps the streaming pass
 
 
 @njit(cache=True, nogil=True)

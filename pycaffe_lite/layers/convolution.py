@@ -370,8 +370,10 @@ class ConvolutionLayer(Layer):
         if not self.direct:
             return
         self._xp_dims = (H + 2 * self.ph, W + 2 * self.pw)
-        self._q = (self.kh - 1 - self.ph, self.kw - 1 - self.pw)  # the top diff's pad for dx
-        self._dyp_dims = (OH + 2 * max(self._q[0], 0), OW + 2 * max(self._q[1], 0))
+        # the top diff channels last: padded by kernel - 1 - pad only for a direct dx, which reads it so
+        # (conv_backward_chunks pads it then alone)
+        qh, qw = (self.kh - 1 - self.ph, self.kw - 1 - self.pw) if self.direct_dx else (0, 0)
+        self._dyp_dims = (OH + 2 * qh, OW + 2 * qw)
         per_image = 4 * C * self._xp_dims[0] * self._xp_dims[1] + 4 * Opad * self._dyp_dims[0] * self._dyp_dims[1]
         self.direct_step = max(1, min(N, DIRECT_CHUNK_BYTES // per_image))
         # 64-byte aligned: the kernels' vector loads then never straddle two cache lines
@@ -413,12 +415,12 @@ class ConvolutionLayer(Layer):
             pack_rotated_filters(self._w_direct.reshape(-1), self._w_direct.shape[0] * OBLOCK, self.channels, self.kh, self.kw,
                                  self._wT_direct.reshape(-1))
 
-    def _forward_direct(self, x: np.ndarray, y: np.ndarray, scratch: tuple) -> None:
-        """This thread's share of the chunks of ``self.direct_step`` images (see
-        ``conv_forward_chunks``: the chunks are taken from ``self._chunk_counter``)."""
+    def _forward_direct(self, x: np.ndarray, y: np.ndarray, scratch: tuple, step: int) -> None:
+        """This thread's share of the chunks of ``step`` images (see ``conv_forward_chunks``: the
+        chunks are taken from ``self._chunk_counter``)."""
         bias = self.blobs[1].data if self.bias_term else self._zeros
         conv_forward_chunks(x, self.ph, self.pw, self._w_direct.reshape(-1), self.kh, self.kw, bias, y,
-                            scratch[0], self._fstep, self._chunk_counter)
+                            scratch[0], step, self._chunk_counter)
 
     def _backward_direct(self, x, dy, dx, flags: tuple, part: tuple) -> None:
         """Images ``lo:hi`` of ``part = (k, lo, hi, step, (xp, dyp))`` on the direct path: dW into
@@ -455,14 +457,14 @@ class ConvolutionLayer(Layer):
             self._pack_direct(W2, False)
             # small chunks (1/32 of the batch): the faster thread takes the last ones, and the two
             # end within a chunk of each other
-            self._fstep = max(1, min(self.direct_step, N // 32)) if cut else self.direct_step
-            scratch = self._direct_scratch(self._fstep, 2 if cut else 1, False)
+            step = max(1, min(self.direct_step, N // 32)) if cut else self.direct_step
+            scratch = self._direct_scratch(step, 2 if cut else 1, False)
             for b, t in zip(bottom, top):
                 self._chunk_counter[0] = 0
                 if not cut:
-                    self._forward_direct(b.data, t.data, scratch[0])
+                    self._forward_direct(b.data, t.data, scratch[0], step)
                     continue
-                run_halves(lambda s, x=b.data, y=t.data: self._forward_direct(x, y, s), scratch[0], scratch[1])
+                run_halves(lambda s, x=b.data, y=t.data: self._forward_direct(x, y, s, step), scratch[0], scratch[1])
             return
         if self.nhwc:
             W2 = self._channels_last(W2)
